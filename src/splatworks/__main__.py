@@ -1,0 +1,3 @@
+from splatworks.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Multi-view video: frame extraction, rig calibration, masks, sequential 4D training, 4D export."""

@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app, persistent job store, executor, limits, auth."""

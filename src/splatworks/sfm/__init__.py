@@ -1,0 +1,1 @@
+"""Structure-from-motion with pycolmap: features, matching, mapping, undistortion, sparse depth, checks."""

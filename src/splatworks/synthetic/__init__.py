@@ -1,0 +1,1 @@
+"""Synthetic test scenes the project generates itself (known poses, depth and masks)."""

@@ -1,0 +1,1 @@
+"""MixVoxels-style mixed static/dynamic voxel backend."""
