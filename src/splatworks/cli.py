@@ -17,6 +17,7 @@ from splatworks.errors import UserError
 # Order here is the order in `splatworks --help`.
 COMMAND_MODULES = [
     "splatworks.synthetic.cli",   # synth
+    "splatworks.scene.cli",       # scene info / convert / check-images / prepare-images
     "splatworks.sfm.cli",         # sfm
     "splatworks.splat.cli",       # train, export, render, eval
     "splatworks.depth.cli",       # depth export

@@ -1,0 +1,726 @@
+"""Sequential ("daisy-chain") 4D Gaussians: frame 0 trained like a static scene, frame t starts from frame t-1.
+
+The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what our users run):
+
+- Frame 0 is trained from the SfM points (``iterations_first_frame``), then every later frame continues from
+  the Gaussians of the previous one for ``iterations_per_frame`` iterations, with no densification.
+- **Static constraint**: at every iteration the Gaussians' centres are projected into the current training
+  view; those landing on a white (static) mask pixel are static there and pay
+  ``static_loss_weight * sum ||P_t - P_anchor||^2`` (anchor: the previous frame, or frame 0); the others are free.
+- **Adaptive pruning** after each frame: Gaussians with a scale above ``prune_max_scale * R`` or a centre farther
+  than ``prune_max_distance * R`` from the scene centre are removed (R: the scene radius, 3DGS's camera extent).
+- **Gradient clipping** to ``grad_clip_norm`` (global norm over all parameters).
+- **Speed**: a frozen static layer (Gaussians whose centres never land on a dynamic pixel of any training view in
+  any frame are optimised in frame 0 only and stored once), early stop on a loss plateau, and fewer iterations
+  for frames that start already converged.
+
+Output folder (``OUT``)::
+
+    config.json           the resolved SequentialConfig
+    static.pt             frozen static layer: {"ids": (S,), "means": (S, 3), ...} raw parameters (see gaussians.py)
+    frames/000042.pt      per frame: the non-frozen Gaussians {"ids": (D,), raw parameters ...}
+    metrics.jsonl         one JSON line per frame (held-out PSNR/SSIM, time, iterations, prune counts, ...)
+    state.json            frames done, for resume
+
+A frame's Gaussians = ``static.pt`` rows + that frame's rows (ids are unique; order by id). Coordinates are the
+dataset's world frame, OpenCV cameras, world_to_camera (docs/conventions.md).
+
+Glossary of shapes: N Gaussians, C cameras, H x W image size, T frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from splatworks.config import from_dict, option, to_dict, to_json
+from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.errors import UserError
+from splatworks.progress import ProgressFn, emit
+
+log = logging.getLogger(__name__)
+
+PARAM_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
+STATIC_FILE = "static.pt"
+FRAMES_DIR = "frames"
+METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class SequentialConfig:
+    """Settings of the sequential 4D Gaussian trainer (``splatworks dynamic train --model gaussians``)."""
+
+    iterations_first_frame: int = option(7000, "Iterations for frame 0, trained like a static scene from the SfM "
+                                         "points (with densification when the static trainer is available).")
+    iterations_per_frame: int = option(3000, "Iterations for each later frame (starts from the previous frame).")
+    static_loss_weight: float = option(1.0, "Weight of the static constraint: sum over Gaussians whose centre "
+                                       "lands on a static (white) mask pixel of ||P_t - P_anchor||^2.")
+    anchor: str = option("first", "What static Gaussians are pulled to: 'first' = their frame-0 position (no "
+                         "slow drift), 'previous' = their position at frame t-1.", choices=("first", "previous"))
+    prune_max_scale: float = option(2.0, "After each frame, drop Gaussians whose largest scale exceeds this many "
+                                    "scene radii.")
+    prune_max_distance: float = option(20.0, "After each frame, drop Gaussians farther than this many scene radii "
+                                       "from the scene centre.")
+    grad_clip_norm: float = option(1.0, "Clip the global gradient norm to this value (0 = off).")
+    freeze_static: bool = option(True, "Speed: freeze Gaussians that never land on a dynamic pixel (in any "
+                                 "training view, any frame) after frame 0; they are stored once.")
+    freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
+    early_stop: bool = option(True, "Speed: stop a frame when its windowed loss stops improving.")
+    early_stop_window: int = option(200, "Iterations per window for the early-stop test.")
+    early_stop_tol: float = option(0.002, "Stop when a window's mean loss improves by less than this fraction.")
+    min_iterations_per_frame: int = option(400, "Never stop a frame (t > 0) before this many iterations.")
+    converged_loss_ratio: float = option(1.1, "Speed: a frame whose starting loss is within this factor of the "
+                                         "previous frame's final loss trains only iterations_converged.")
+    iterations_converged: int = option(600, "Iterations for a frame that starts already converged.")
+    ssim_lambda: float = option(0.2, "Weight of (1 - SSIM) in the photometric loss (the rest is L1).")
+    sh_degree: int = option(3, "Spherical-harmonics degree of the Gaussians' colour.")
+    lr_means: float = option(1.6e-4, "Learning rate of the centres for t > 0, in scene radii per step.")
+    lr_quats: float = option(1e-3, "Learning rate of the rotations.")
+    lr_scales: float = option(5e-3, "Learning rate of the log-scales.")
+    lr_opacities: float = option(5e-2, "Learning rate of the opacity logits.")
+    lr_sh0: float = option(2.5e-3, "Learning rate of the base colour.")
+    lr_shN: float = option(1.25e-4, "Learning rate of the higher SH bands.")
+    first_frame_lr_means: float = option(1.6e-3, "Learning rate of the centres in frame 0 without the static "
+                                         "trainer (scene radii per step).")
+    first_frame_trainer: str = option("auto", "Frame 0 with 'splat' (the static trainer: densification), 'plain' "
+                                      "(this module's loop, no densification) or 'auto' (splat when present).",
+                                      choices=("auto", "splat", "plain"))
+    num_random_points: int = option(20000, "Initial Gaussians when the dataset has no SfM points.")
+    depth: str = option("none", "Depth supervision: 'distill' = depth of a static model (all_depth.npy) on static "
+                        "mask pixels.", choices=("none", "distill"))
+    depth_file: str = option("", "all_depth.npy written by `splatworks depth export` (with --depth distill).")
+    depth_weight: float = option(0.1, "Weight of the distilled depth loss (L1 of relative depth error).")
+    depth_everywhere: bool = option(False, "Apply the distilled depth loss on every pixel, not only static ones.")
+    max_frames: int = option(0, "Train only the first N frames (0 = all).")
+    backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
+                          choices=("auto", "gsplat", "torch"))
+    device: str = option("auto", "torch device: cuda, cpu or auto.")
+    seed: int = option(0, "Random seed (camera order).")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Short runs for a quick look (and the device benchmark when time is short).
+    "fast": {"iterations_first_frame": 3000, "iterations_per_frame": 1000, "min_iterations_per_frame": 200,
+             "iterations_converged": 300},
+    # CPU smoke tests: tiny images, a few hundred Gaussians.
+    # Few steps need larger learning rates to get anywhere.
+    "tiny": {"iterations_first_frame": 150, "iterations_per_frame": 60, "min_iterations_per_frame": 30,
+             "iterations_converged": 30, "early_stop_window": 20, "sh_degree": 0, "num_random_points": 400,
+             "first_frame_trainer": "plain", "freeze_dilation": 2, "first_frame_lr_means": 3e-3, "lr_means": 1e-3,
+             "lr_sh0": 0.02, "lr_scales": 0.01, "lr_opacities": 0.05},
+}
+
+
+def preset(name: str, **overrides: Any) -> SequentialConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(SequentialConfig(), **{**PRESETS[name], **overrides})
+
+
+# ---- frame data -----------------------------------------------------------------------------------------------
+@dataclass
+class FrameViews:
+    """The training views of one frame, on the training device.
+
+    Attributes:
+        names: C rig camera names.
+        images: C tensors (H, W, 3) float32 in [0, 1].
+        static: C tensors (H, W) bool, True = static (white mask pixel); all False where a camera has no mask.
+        viewmats: (C, 4, 4) float32 world-to-camera, OpenCV axes.
+        Ks: (C, 3, 3) float32 intrinsics in pixels.
+        sizes: C (width, height).
+    """
+
+    names: list[str]
+    images: list[torch.Tensor]
+    static: list[torch.Tensor]
+    viewmats: torch.Tensor
+    Ks: torch.Tensor
+    sizes: list[tuple[int, int]]
+
+
+def load_image(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_static_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool, True = static (mask >= 128). A missing mask means "unknown": all dynamic (unconstrained)."""
+    from PIL import Image
+
+    if not path.exists():
+        return np.zeros(shape, dtype=bool)
+    with Image.open(path) as im:
+        m = np.asarray(im.convert("L"))
+    if m.shape != shape:
+        raise UserError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its image is {shape[1]}x{shape[0]}; "
+                        "re-run `splatworks dynamic prepare`")
+    return m >= 128
+
+
+def load_frame(dataset: DynamicDataset, frame: int, cameras: list[str], device: torch.device) -> FrameViews:
+    rig = {c.name: c for c in dataset.rig.cameras}
+    images, static, sizes = [], [], []
+    for name in cameras:
+        path = dataset.image_path(name, frame)
+        if not path.exists():
+            raise UserError(f"frame {frame} of camera {name} is missing ({path}); re-run `splatworks dynamic "
+                            "prepare` or drop the camera")
+        img = load_image(path)
+        cam = rig[name]
+        if img.shape[:2] != (cam.height, cam.width):
+            raise UserError(f"{path} is {img.shape[1]}x{img.shape[0]} but camera {name} is calibrated for "
+                            f"{cam.width}x{cam.height}")
+        images.append(torch.from_numpy(img).to(device))
+        static.append(torch.from_numpy(load_static_mask(dataset.mask_path(name, frame), img.shape[:2])).to(device))
+        sizes.append((cam.width, cam.height))
+    viewmats = torch.tensor(np.stack([rig[n].world_to_camera for n in cameras]), dtype=torch.float32, device=device)
+    Ks = torch.tensor(np.stack([rig[n].K for n in cameras]), dtype=torch.float32, device=device)
+    return FrameViews(cameras, images, static, viewmats, Ks, sizes)
+
+
+# ---- the pieces of the method (small, pure, tested one by one) -------------------------------------------------
+def project_centres(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel indices of Gaussian centres in one view.
+
+    Args:
+        means: (N, 3) world points. viewmat: (4, 4) world-to-camera, OpenCV. K: (3, 3) pixels.
+    Returns:
+        col, row: (N,) int64 pixel indices (pixel i covers [i, i+1): centres at +0.5).
+        inside: (N,) bool, in front of the camera and inside the image.
+    """
+    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2]
+    safe = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
+    u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
+    v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
+    inside = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    col = torch.floor(u.clamp(0, width - 1)).long()
+    row = torch.floor(v.clamp(0, height - 1)).long()
+    return col, row, inside
+
+
+def static_in_view(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, static_mask: torch.Tensor
+                   ) -> torch.Tensor:
+    """(N,) bool: the Gaussian's centre lands on a white (static) pixel of ``static_mask`` (H, W) in this view."""
+    h, w = static_mask.shape
+    col, row, inside = project_centres(means.detach(), viewmat, K, w, h)
+    return inside & static_mask[row, col]
+
+
+def static_constraint_loss(means: torch.Tensor, anchor: torch.Tensor, is_static: torch.Tensor) -> torch.Tensor:
+    """sum_{i static} ||P_i - A_i||^2 over (N, 3) centres ``means`` and anchors ``anchor``; (N,) bool ``is_static``."""
+    return ((means - anchor) ** 2).sum(dim=-1)[is_static].sum()
+
+
+def clip_gradients(params: dict[str, torch.Tensor], max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most ``max_norm`` (0 = off); returns the norm before."""
+    grads = [p for p in params.values() if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm <= 0:
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])))
+    return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+
+
+@dataclass
+class PruneResult:
+    keep: torch.Tensor          # (N,) bool
+    too_large: int              # removed by the scale rule
+    too_far: int                # removed by the distance rule (and not by the scale rule)
+
+
+def prune_mask(params: dict[str, torch.Tensor], centre: torch.Tensor, radius: float, max_scale: float,
+               max_distance: float) -> PruneResult:
+    """Which Gaussians survive the pruning rules (scales and distances in scene radii ``radius``)."""
+    with torch.no_grad():
+        scale = torch.exp(params["scales"]).amax(dim=-1)
+        large = scale > max_scale * radius
+        far = torch.linalg.vector_norm(params["means"] - centre, dim=-1) > max_distance * radius
+        bad = large | (~torch.isfinite(params["means"]).all(dim=-1))
+    return PruneResult(keep=~(bad | far), too_large=int(bad.sum()), too_far=int((far & ~bad).sum()))
+
+
+def select_rows(params: torch.nn.ParameterDict, keep: torch.Tensor) -> torch.nn.ParameterDict:
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach()[keep].contiguous()) for k, v in params.items()})
+
+
+def render_view(params: dict[str, torch.Tensor], viewmat: torch.Tensor, K: torch.Tensor, size: tuple[int, int],
+                sh_degree: int, background: torch.Tensor, backend: str, with_depth: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Render one view: (H, W, 3) colours and, with ``with_depth``, (H, W) expected camera-z depth."""
+    from splatworks.splat.render import render
+
+    out = render(params, viewmat[None], K[None], size[0], size[1], sh_degree=sh_degree, background=background,
+                 mode="RGB+D" if with_depth else "RGB", backend=backend)
+    depth = out.depths[0, ..., 0] if with_depth and out.depths is not None else None
+    return out.colors[0], depth
+
+
+# ---- one frame's optimisation ----------------------------------------------------------------------------------
+@dataclass
+class FrameStats:
+    """What one frame's optimisation did (one line of ``metrics.jsonl`` with the evaluation added)."""
+
+    iterations: int = 0
+    seconds: float = 0.0
+    loss_start: float = float("nan")
+    loss_end: float = float("nan")
+    static_loss_end: float = 0.0
+    grad_norm_max: float = 0.0          # global gradient norm before clipping, largest over the frame
+    clipped_steps: int = 0
+    stopped_early: bool = False
+
+
+LR_KEYS = {"means": "lr_means", "quats": "lr_quats", "scales": "lr_scales", "opacities": "lr_opacities",
+           "sh0": "lr_sh0", "shN": "lr_shN"}
+
+
+def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius: float,
+                   lr_means: float) -> torch.optim.Adam:
+    """Adam with one group per parameter tensor; the centres' rate is in scene radii per step."""
+    groups = []
+    for key, p in params.items():
+        lr = lr_means * radius if key == "means" else getattr(cfg, LR_KEYS[key])
+        groups.append({"params": [p], "lr": lr, "name": key})
+    return torch.optim.Adam(groups, eps=1e-15)
+
+
+class DepthDistillation:
+    """Distilled depth of a static model (``all_depth.npy``) as a loss on the rendered expected depth.
+
+    ``maps[c]`` is (H, W) camera-z depth in world units for training camera c (0 = unknown). The loss is the mean
+    relative L1 error ``|D - D*| / D*`` over valid pixels that are static (or all valid pixels).
+    """
+
+    def __init__(self, maps: list[torch.Tensor], weight: float, everywhere: bool) -> None:
+        self.maps, self.weight, self.everywhere = maps, weight, everywhere
+
+    def loss(self, depth: torch.Tensor, cam: int, static: torch.Tensor) -> torch.Tensor:
+        target = self.maps[cam]
+        valid = target > 0
+        if not self.everywhere:
+            valid = valid & static
+        if not bool(valid.any()):
+            return depth.sum() * 0.0
+        return self.weight * ((depth[valid] - target[valid]).abs() / target[valid]).mean()
+
+
+def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: SequentialConfig, *, iterations: int,
+                   radius: float, lr_means: float, background: torch.Tensor, rng: np.random.Generator,
+                   anchor: torch.Tensor | None = None, frozen: torch.Tensor | None = None,
+                   distill: DepthDistillation | None = None, min_iterations: int | None = None,
+                   early_stop: bool = False, progress: ProgressFn | None = None, stage: str = "dynamic.frame"
+                   ) -> FrameStats:
+    """Optimise ``params`` in place on one frame's training views.
+
+    Args:
+        anchor: (N, 3) centres the static constraint pulls static Gaussians to (None: no constraint).
+        frozen: (N,) bool rows that must not change (their gradients are zeroed before clipping and the step).
+        distill: optional distilled-depth loss.
+        min_iterations: with ``early_stop``, the fewest iterations before a plateau may stop the frame.
+    """
+    t0 = time.perf_counter()
+    from splatworks.splat.metrics import photometric_loss
+
+    opt = make_optimizer(params, cfg, radius, lr_means)
+    stats = FrameStats()
+    order: list[int] = []
+    window: list[float] = []
+    prev_window = math.inf
+    min_it = cfg.min_iterations_per_frame if min_iterations is None else min_iterations
+    for it in range(iterations):
+        if not order:
+            order = [int(i) for i in rng.permutation(len(views.names))]
+        c = order.pop()
+        rgb, depth = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree,
+                                 background, cfg.backend, with_depth=distill is not None)
+        loss = photometric_loss(rgb, views.images[c], cfg.ssim_lambda)
+        photo = float(loss.detach())
+        if anchor is not None and cfg.static_loss_weight > 0:
+            is_static = static_in_view(params["means"], views.viewmats[c], views.Ks[c], views.static[c])
+            # Displacements in scene radii, so the weight means the same in any SfM scale.
+            sl = static_constraint_loss(params["means"] / radius, anchor / radius, is_static)
+            stats.static_loss_end = float(sl)
+            loss = loss + cfg.static_loss_weight * sl
+        if distill is not None and depth is not None:
+            loss = loss + distill.loss(depth, c, views.static[c])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if frozen is not None and bool(frozen.any()):
+            for p in params.values():
+                if p.grad is not None:
+                    p.grad[frozen] = 0.0
+        norm = clip_gradients(params, cfg.grad_clip_norm)
+        stats.grad_norm_max = max(stats.grad_norm_max, norm)
+        stats.clipped_steps += int(cfg.grad_clip_norm > 0 and norm > cfg.grad_clip_norm)
+        opt.step()
+        if it == 0:
+            stats.loss_start = photo
+        stats.iterations = it + 1
+        window.append(photo)
+        if len(window) >= max(1, cfg.early_stop_window):
+            mean = float(np.mean(window))
+            stats.loss_end = mean
+            window = []
+            if early_stop and it + 1 >= min_it and prev_window - mean < cfg.early_stop_tol * prev_window:
+                stats.stopped_early = True
+                break
+            prev_window = mean
+            emit(progress, stage, it + 1, iterations, f"loss {mean:.4f}", metrics={"loss": mean})
+    if window:
+        stats.loss_end = float(np.mean(window))
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+@torch.no_grad()
+def frame_loss(params: dict[str, torch.Tensor], views: FrameViews, cfg: SequentialConfig,
+               background: torch.Tensor) -> float:
+    """Mean photometric loss over all training views of a frame (the 'already converged?' test)."""
+    from splatworks.splat.metrics import photometric_loss
+
+    losses = []
+    for c in range(len(views.names)):
+        rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
+                             cfg.backend)
+        losses.append(float(photometric_loss(rgb, views.images[c], cfg.ssim_lambda)))
+    return float(np.mean(losses))
+
+
+# ---- the frozen static layer -----------------------------------------------------------------------------------
+def dynamic_union_masks(dataset: DynamicDataset, cameras: list[str], frames: list[int], dilation: int
+                        ) -> list[np.ndarray]:
+    """Per camera, (H, W) bool: pixels that are dynamic (black) in any of ``frames``, grown by ``dilation`` px."""
+    import cv2
+
+    out = []
+    for name in cameras:
+        cam = dataset.rig.camera(name)
+        union = np.zeros((cam.height, cam.width), dtype=bool)
+        for f in frames:
+            union |= ~load_static_mask(dataset.mask_path(name, f), (cam.height, cam.width))
+        if dilation > 0:
+            kernel = np.ones((2 * dilation + 1, 2 * dilation + 1), np.uint8)
+            union = cv2.dilate(union.astype(np.uint8), kernel) > 0
+        out.append(union)
+    return out
+
+
+def frozen_rows(means: torch.Tensor, views: FrameViews, dynamic_union: list[np.ndarray]) -> torch.Tensor:
+    """(N,) bool: centres that land on a dynamic-at-some-time pixel in no training view (the static layer)."""
+    touched = torch.zeros(len(means), dtype=torch.bool, device=means.device)
+    for c, union in enumerate(dynamic_union):
+        u = torch.from_numpy(union).to(means.device)
+        h, w = union.shape
+        col, row, inside = project_centres(means.detach(), views.viewmats[c], views.Ks[c], w, h)
+        touched |= inside & u[row, col]
+    return ~touched
+
+
+# ---- evaluation ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, frame: int, cameras: list[str],
+                   cfg: SequentialConfig, background: torch.Tensor) -> dict[str, float]:
+    """PSNR / SSIM (all pixels) and PSNR on static pixels, averaged over ``cameras`` (the held-out ones)."""
+    from splatworks.splat.metrics import mse_to_psnr, psnr, ssim
+
+    if not cameras:
+        return {}
+    device = params["means"].device
+    views = load_frame(dataset, frame, cameras, device)
+    ps, ss, pst = [], [], []
+    for c in range(len(cameras)):
+        rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
+                             cfg.backend)
+        rgb = rgb.clamp(0, 1)
+        ps.append(float(psnr(rgb, views.images[c])))
+        ss.append(float(ssim(rgb, views.images[c])))
+        st = views.static[c]
+        if bool(st.any()):
+            pst.append(mse_to_psnr(float(((rgb - views.images[c]) ** 2)[st].mean())))
+    out = {"psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+    if pst:
+        out["psnr_static"] = float(np.mean(pst))
+    return out
+
+
+# ---- files -----------------------------------------------------------------------------------------------------
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _rows(params: dict[str, torch.Tensor], ids: torch.Tensor, rows: torch.Tensor) -> dict[str, Any]:
+    out: dict[str, Any] = {"ids": ids[rows].cpu()}
+    out.update({k: params[k].detach()[rows].cpu() for k in PARAM_KEYS})
+    return out
+
+
+def frame_file(out_dir: str | Path, frame: int) -> Path:
+    return Path(out_dir) / FRAMES_DIR / f"{frame:06d}.pt"
+
+
+def load_frame_gaussians(out_dir: str | Path, frame: int, device: str | torch.device = "cpu"
+                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The Gaussians of one trained frame: raw parameters (see gaussians.py), ids (N,) and is_static (N,) bool.
+
+    Rows are ordered by id. Raises UserError when the frame has not been trained.
+    """
+    out_dir = Path(out_dir)
+    path = frame_file(out_dir, frame)
+    if not path.exists():
+        raise UserError(f"frame {frame} is not trained in {out_dir} (no {path.name}); run `splatworks dynamic "
+                        "train` (it resumes) first")
+    dyn = torch.load(path, map_location=device)
+    parts = [dyn]
+    static_path = out_dir / STATIC_FILE
+    if static_path.exists():
+        parts.insert(0, torch.load(static_path, map_location=device))
+    ids = torch.cat([p["ids"] for p in parts])
+    is_static = torch.cat([torch.full((len(p["ids"]),), i == 0 and len(parts) == 2, dtype=torch.bool)
+                           for i, p in enumerate(parts)])
+    order = torch.argsort(ids)
+    params = {k: torch.cat([p[k] for p in parts])[order].to(device) for k in PARAM_KEYS}
+    return params, ids[order], is_static[order]
+
+
+def trained_frames(out_dir: str | Path) -> list[int]:
+    """Frames finished in ``out_dir``, ascending."""
+    state = Path(out_dir) / STATE_FILE
+    if not state.exists():
+        return []
+    return [int(f) for f in json.loads(state.read_text()).get("frames_done", [])]
+
+
+def load_config(out_dir: str | Path) -> SequentialConfig:
+    return from_dict(SequentialConfig, json.loads((Path(out_dir) / "config.json").read_text()))
+
+
+# ---- the daisy chain -------------------------------------------------------------------------------------------
+@dataclass
+class _Chain:
+    """Mutable training state: Gaussians (rows ordered by id), which rows are frozen, their frame-0 centres."""
+
+    params: torch.nn.ParameterDict
+    ids: torch.Tensor            # (N,) int64 ascending
+    frozen: torch.Tensor         # (N,) bool
+    first_means: torch.Tensor    # (N, 3) centres after frame 0 (anchor "first")
+    last_loss: float = float("nan")
+
+    def keep(self, keep: torch.Tensor) -> None:
+        self.params = select_rows(self.params, keep)
+        self.ids, self.frozen, self.first_means = self.ids[keep], self.frozen[keep], self.first_means[keep]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
+    if not dataset.frames:
+        raise UserError(f"dataset {dataset.root} has no frames; re-run `splatworks dynamic prepare`")
+    if not dataset.train_camera_names:
+        raise UserError("every camera is held out; keep at least one training camera")
+    for name in ("iterations_first_frame", "iterations_per_frame"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be at least 1")
+    if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
+        raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
+    if cfg.depth == "distill" and not cfg.depth_file:
+        raise UserError("--depth distill needs --depth-file all_depth.npy (from `splatworks depth export`)")
+
+
+def _load_distillation(cfg: SequentialConfig, dataset: DynamicDataset, cameras: list[str],
+                       device: torch.device) -> DepthDistillation | None:
+    if cfg.depth != "distill":
+        return None
+    from splatworks.depth.files import load_all_depth
+
+    maps = load_all_depth(cfg.depth_file)
+    missing = [c for c in cameras if c not in maps]
+    if missing:
+        raise UserError(f"{cfg.depth_file} has no depth for cameras {missing}; re-export it with `splatworks depth "
+                        f"export MODEL {dataset.root} -o {cfg.depth_file}`")
+    tensors = []
+    for c in cameras:
+        cam = dataset.rig.camera(c)
+        d = maps[c]
+        if d.shape != (cam.height, cam.width):
+            raise UserError(f"{cfg.depth_file}: camera {c} depth is {d.shape[1]}x{d.shape[0]}, images are "
+                            f"{cam.width}x{cam.height}")
+        tensors.append(torch.from_numpy(np.nan_to_num(d).astype(np.float32)).to(device))
+    return DepthDistillation(tensors, cfg.depth_weight, cfg.depth_everywhere)
+
+
+def _init_first_frame(dataset: DynamicDataset, frame: int, cfg: SequentialConfig, device: torch.device
+                      ) -> torch.nn.ParameterDict:
+    from splatworks.splat.gaussians import init_from_scene
+
+    return init_from_scene(dataset.scene_at(frame), sh_degree=cfg.sh_degree, num_random=cfg.num_random_points,
+                           seed=cfg.seed, device=device)
+
+
+def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
+                             device: torch.device, progress: ProgressFn | None) -> torch.nn.ParameterDict | None:
+    """Frame 0 with the static trainer (densification); None when it is not available."""
+    try:
+        from splatworks.dynamic import first_frame
+    except ImportError:
+        return None
+    return first_frame.train_static_frame(dataset, frame, out_dir, cfg, device, progress)
+
+
+def _resume(out_dir: Path, frames_done: list[int], device: torch.device) -> _Chain:
+    params, ids, frozen = load_frame_gaussians(out_dir, frames_done[-1], device)
+    first, first_ids, _ = load_frame_gaussians(out_dir, frames_done[0], device)
+    pos = torch.searchsorted(first_ids, ids)
+    lines = (out_dir / METRICS_FILE).read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    return _Chain(params=torch.nn.ParameterDict({k: torch.nn.Parameter(v.contiguous()) for k, v in params.items()}),
+                  ids=ids, frozen=frozen, first_means=first["means"][pos].contiguous(),
+                  last_loss=float(last.get("loss_final", float("nan"))))
+
+
+def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: SequentialConfig | None = None,
+                   progress: ProgressFn | None = None, resume: bool = True) -> list[dict[str, Any]]:
+    """Train the frames of ``dataset`` one after the other; returns one metrics dict per frame trained now.
+
+    Files are described in the module docstring. With ``resume``, frames already finished in ``out_dir`` are
+    kept and training continues after the last one (a changed config applies to the remaining frames).
+    """
+    cfg = config or SequentialConfig()
+    _validate(cfg, dataset)
+    device = resolve_device(cfg.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    to_json(cfg, out / "config.json")
+    (out / "source.json").write_text(json.dumps({
+        "dataset": str(Path(dataset.root).resolve()), "background": list(dataset.rig.background or (0.0, 0.0, 0.0)),
+        "scene_centre": [float(x) for x in dataset.rig.camera_extent()[0]],
+        "scene_radius": float(dataset.rig.camera_extent()[1]), "fps": dataset.fps}, indent=1))
+    frames = dataset.frames[: cfg.max_frames] if cfg.max_frames > 0 else list(dataset.frames)
+    cams, test = dataset.train_camera_names, list(dataset.test_cameras)
+    centre_np, radius = dataset.rig.camera_extent()
+    centre = torch.tensor(centre_np, dtype=torch.float32, device=device)
+    background = torch.tensor(dataset.rig.background or (0.0, 0.0, 0.0), dtype=torch.float32, device=device)
+    distill = _load_distillation(cfg, dataset, cams, device)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    done = trained_frames(out) if resume else []
+    if done and done != frames[: len(done)]:
+        log.warning("frames done in %s (%s...) do not match this run's frames; starting over", out, done[:3])
+        done = []
+    if not done:
+        for name in (METRICS_FILE, STATE_FILE):
+            (out / name).unlink(missing_ok=True)
+        (out / STATIC_FILE).unlink(missing_ok=True)
+    chain = _resume(out, done, device) if done else None
+    results: list[dict[str, Any]] = []
+    todo = frames[len(done):]
+    for k, frame in enumerate(todo):
+        index = len(done) + k
+        views = load_frame(dataset, frame, cams, device)
+        line: dict[str, Any] = {"frame": frame}
+        if chain is None:  # ---- frame 0: a static scene from the SfM points
+            t0 = time.perf_counter()
+            params = None
+            if cfg.first_frame_trainer in ("auto", "splat"):
+                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress)
+                if params is None and cfg.first_frame_trainer == "splat":
+                    raise UserError("first_frame_trainer 'splat' needs splatworks.splat.trainer; use 'plain'")
+            if params is None:
+                params = _init_first_frame(dataset, frame, cfg, device)
+                stats = optimize_frame(params, views, cfg, iterations=cfg.iterations_first_frame, radius=radius,
+                                       lr_means=cfg.first_frame_lr_means, background=background, rng=rng,
+                                       distill=distill, progress=progress, stage="dynamic.frame0")
+            else:
+                stats = FrameStats(iterations=cfg.iterations_first_frame)
+            n = len(params["means"])
+            chain = _Chain(params=params, ids=torch.arange(n, device=device),
+                           frozen=torch.zeros(n, dtype=torch.bool, device=device),
+                           first_means=params["means"].detach().clone())
+            pr = prune_mask(chain.params, centre, radius, cfg.prune_max_scale, cfg.prune_max_distance)
+            chain.keep(pr.keep)
+            chain.first_means = chain.params["means"].detach().clone()
+            if cfg.freeze_static:
+                union = dynamic_union_masks(dataset, cams, frames, cfg.freeze_dilation)
+                chain.frozen = frozen_rows(chain.params["means"], views, union)
+            _atomic_torch_save(_rows(chain.params, chain.ids, chain.frozen), out / STATIC_FILE)
+            stats.seconds = time.perf_counter() - t0
+        else:  # ---- frame t: continue from frame t-1
+            anchor = chain.first_means if cfg.anchor == "first" else chain.params["means"].detach().clone()
+            iterations = cfg.iterations_per_frame
+            if cfg.converged_loss_ratio > 0 and math.isfinite(chain.last_loss):
+                start = frame_loss(chain.params, views, cfg, background)
+                line["loss_initial"] = start
+                if start <= cfg.converged_loss_ratio * chain.last_loss:
+                    iterations = min(iterations, cfg.iterations_converged)
+            stats = optimize_frame(chain.params, views, cfg, iterations=iterations, radius=radius,
+                                   lr_means=cfg.lr_means, background=background, rng=rng, anchor=anchor,
+                                   frozen=chain.frozen, distill=distill, early_stop=cfg.early_stop,
+                                   progress=progress, stage="dynamic.frame")
+            pr = prune_mask(chain.params, centre, radius, cfg.prune_max_scale, cfg.prune_max_distance)
+            pr.keep |= chain.frozen  # the static layer is written once; it never changes after frame 0
+            chain.keep(pr.keep)
+        if cfg.converged_loss_ratio > 0:
+            chain.last_loss = frame_loss(chain.params, views, cfg, background)
+            line["loss_final"] = chain.last_loss
+        _atomic_torch_save({"frame": frame, **_rows(chain.params, chain.ids, ~chain.frozen)}, frame_file(out, frame))
+        if pr.too_large or pr.too_far:
+            log.info("frame %d: pruned %d too large, %d too far", frame, pr.too_large, pr.too_far)
+        line.update({"iterations": stats.iterations, "seconds": round(stats.seconds, 4),
+                     "loss_start": stats.loss_start, "loss_end": stats.loss_end,
+                     "static_loss_end": stats.static_loss_end, "grad_norm_max": stats.grad_norm_max,
+                     "clipped_steps": stats.clipped_steps, "stopped_early": stats.stopped_early,
+                     "pruned_too_large": pr.too_large, "pruned_too_far": pr.too_far,
+                     "n_gaussians": len(chain.ids), "n_dynamic": int((~chain.frozen).sum()),
+                     "frame_bytes_pt": frame_file(out, frame).stat().st_size})
+        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background))
+        with open(out / METRICS_FILE, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        done = done + [frame]
+        tmp = out / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps({"frames_done": done, "frames_total": len(frames)}))
+        tmp.replace(out / STATE_FILE)
+        results.append(line)
+        msg = f"frame {frame}: {stats.iterations} it in {stats.seconds:.1f}s"
+        if "psnr" in line:
+            msg += f", held-out PSNR {line['psnr']:.2f} dB"
+        emit(progress, "dynamic.train", index + 1, len(frames), msg, metrics=line,
+             checkpoint=str(frame_file(out, frame)))
+    return results
+
+
+def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-frame lines of ``metrics.jsonl`` (last line per frame wins)."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    by_frame: dict[int, dict[str, Any]] = {}
+    for text in path.read_text().splitlines():
+        if text.strip():
+            d = json.loads(text)
+            by_frame[int(d["frame"])] = d
+    return [by_frame[f] for f in sorted(by_frame)]

@@ -1,0 +1,275 @@
+"""The pycolmap side of SfM; runs in a spawned worker process (``pipeline.run_sfm`` starts it).
+
+Native code can crash (segfault, abort) on odd input; in a worker that kills only the worker, and the parent
+turns it into an error message. Messages to the parent go through a queue as plain tuples:
+
+    ("event", stage, step, total, message)   progress (stage "sfm.extract", "sfm.match", "sfm.map", ...)
+    ("done", result_dict)                    success; the Scene is already saved in the work dir
+    ("error", kind, message)                 kind "user" (bad input: a UserError) or "internal"
+
+Nothing here imports torch. PIL is imported before pycolmap (their PNG/zlib builds clash otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import PIL.Image  # noqa: F401  -- before pycolmap, always
+import numpy as np
+
+log = logging.getLogger("splatworks.sfm")
+
+Send = Callable[..., None]
+
+
+def worker_main(job: dict[str, Any], queue: Any) -> None:
+    """Entry point of the worker process: run every stage, report through ``queue``."""
+    work = Path(job["work_dir"])
+    _redirect_native_logs(work / "colmap.log")
+
+    def send(*msg: Any) -> None:
+        queue.put(msg)
+
+    try:
+        result = run_stages(job, send)
+        send("done", result)
+    except Exception as exc:  # noqa: BLE001 - everything becomes a message for the parent
+        from splatworks.errors import UserError
+
+        kind = "user" if isinstance(exc, UserError) else "internal"
+        send("error", kind, f"{exc}" if kind == "user" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+
+
+def _redirect_native_logs(path: Path) -> None:
+    """Send COLMAP's glog output (C++ stderr) to a file in the work dir instead of the user's terminal."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
+    """Extract, match, map, check, undistort, export. ``job`` holds plain values (see ``pipeline._job``)."""
+    import pycolmap
+
+    from splatworks.sfm.checks import check_poses_against_two_view_geometries
+
+    cfg = job["config"]
+    work = Path(job["work_dir"])
+    images = Path(job["prepared_dir"])
+    names: list[str] = job["names"]
+    db_path = work / "database.db"
+    if db_path.exists():
+        db_path.unlink()  # a re-run starts from scratch: stale features would be mixed with new ones
+    seconds: dict[str, float] = dict(job.get("seconds", {}))
+    pycolmap.set_random_seed(int(cfg["seed"]))
+    threads = int(cfg["num_threads"])
+
+    # ---- features ----------------------------------------------------------------------------------------------
+    t0 = time.time()
+    send("event", "sfm.extract", 0, len(names), f"extracting SIFT features from {len(names)} images")
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = cfg["camera_model"]
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.max_image_size = int(cfg["max_image_size"])
+    ext.num_threads = threads
+    ext.sift.max_num_features = int(cfg["max_num_features"])
+    ext.sift.estimate_affine_shape = bool(cfg["estimate_affine_shape"])
+    ext.sift.domain_size_pooling = bool(cfg["domain_size_pooling"])
+    mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE}[job["camera_mode"]]
+    pycolmap.extract_features(db_path, images, image_names=names, camera_mode=mode, reader_options=reader,
+                              extraction_options=ext, device=pycolmap.Device.cpu)
+    seconds["extract"] = time.time() - t0
+    send("event", "sfm.extract", len(names), len(names), f"features extracted in {seconds['extract']:.1f} s")
+
+    # ---- matching ----------------------------------------------------------------------------------------------
+    t0 = time.time()
+    matcher = job["matcher"]
+    send("event", "sfm.match", 0, 1, f"{matcher} matching")
+    mopts = pycolmap.FeatureMatchingOptions()
+    mopts.num_threads = threads
+    mopts.guided_matching = bool(cfg["guided_matching"])
+    verify = pycolmap.TwoViewGeometryOptions()
+    verify.min_num_inliers = int(cfg["min_num_inliers"])
+    verify.compute_relative_pose = True  # the pose check compares the model against these
+    verify.ransac.max_error = float(cfg["max_error"])
+    verify.ransac.random_seed = int(cfg["seed"])
+    if matcher == "sequential":
+        pairing = pycolmap.SequentialPairingOptions()
+        pairing.overlap = int(cfg["sequential_overlap"])
+        pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
+                                  verification_options=verify, device=pycolmap.Device.cpu)
+    else:
+        pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
+                                  device=pycolmap.Device.cpu)
+    seconds["match"] = time.time() - t0
+    send("event", "sfm.match", 1, 1, f"matched in {seconds['match']:.1f} s")
+
+    # ---- mapping -----------------------------------------------------------------------------------------------
+    t0 = time.time()
+    raw = work / "sparse_raw"
+    if raw.exists():
+        shutil.rmtree(raw)
+    raw.mkdir(parents=True)
+    models = _map(pycolmap, cfg, db_path, images, raw, len(names), send)
+    seconds["map"] = time.time() - t0
+    if not models:
+        raise _too_few(0, len(names), "COLMAP could not find an initial image pair")
+    sizes = sorted(((int(rec.num_reg_images()), idx) for idx, rec in models.items()), reverse=True)
+    best = models[sizes[0][1]]
+    send("event", "sfm.map", sizes[0][0], len(names),
+         f"registered {sizes[0][0]} of {len(names)} images in {seconds['map']:.1f} s")
+    notes: list[str] = []
+    if len(models) > 1:
+        notes.append(f"COLMAP split the images into {len(models)} separate models "
+                     f"(sizes {[s for s, _ in sizes]}); kept the largest ({sizes[0][0]} images)")
+        send("event", "sfm.map", sizes[0][0], len(names), notes[-1])
+
+    # ---- pose check (misplaced images) -------------------------------------------------------------------------
+    t0 = time.time()
+    flagged: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    if cfg["pose_check"]:
+        send("event", "sfm.check", 0, 1, "checking each pose against its two-view geometries")
+        verdicts = check_poses_against_two_view_geometries(
+            best, db_path, max_angle_deg=float(cfg["pose_check_max_deg"]),
+            min_inliers=int(cfg["pose_check_min_inliers"]))
+        for v in verdicts:
+            entry = {"name": v.name, "reason": v.reason, "disagreeing_pairs": v.disagreeing,
+                     "agreeing_pairs": v.agreeing}
+            if cfg["drop_misplaced"]:
+                dropped.append(entry)
+                _deregister(best, v.image_id)
+            else:
+                flagged.append(entry)
+        if dropped:
+            notes.append(f"dropped {len(dropped)} image(s) whose pose disagrees with their matches: "
+                         + ", ".join(d["name"] for d in dropped))
+        send("event", "sfm.check", 1, 1, notes[-1] if dropped else "all poses agree with their matches")
+    seconds["check"] = time.time() - t0
+
+    registered = sorted(best.images[i].name for i in best.reg_image_ids())
+    reg_set = set(registered)
+    for name in names:
+        if name not in reg_set and not any(d["name"] == name for d in dropped):
+            dropped.append({"name": name, "reason": "not registered (too few matches to the model)"})
+    min_needed = max(int(cfg["min_registered"]), int(np.ceil(float(cfg["min_registered_fraction"]) * len(names))))
+    if len(registered) < min_needed:
+        raise _too_few(len(registered), len(names), f"only {len(registered)} images could be placed")
+
+    # ---- undistortion and export -------------------------------------------------------------------------------
+    t0 = time.time()
+    send("event", "sfm.undistort", 0, len(registered), f"undistorting {len(registered)} images to pinhole")
+    distorted = work / "sparse_distorted"
+    _fresh(distorted)
+    best.write_binary(str(distorted))
+    und = work / "_undistort"
+    _fresh(und)
+    pycolmap.undistort_images(und, distorted, images, image_names=registered, num_threads=threads)
+    rec = pycolmap.Reconstruction(str(und / "sparse"))
+    for target in (work / "images", work / "sparse"):
+        if target.exists():
+            shutil.rmtree(target)
+    (und / "images").rename(work / "images")
+    (work / "sparse" / "0").mkdir(parents=True)
+    rec.write_binary(str(work / "sparse" / "0"))
+    shutil.rmtree(und)
+    seconds["undistort"] = time.time() - t0
+    send("event", "sfm.undistort", len(registered), len(registered), f"undistorted in {seconds['undistort']:.1f} s")
+
+    # ---- scene, sparse depth -----------------------------------------------------------------------------------
+    t0 = time.time()
+    from splatworks.scene.colmap import scene_from_reconstruction
+    from splatworks.sfm.depth import (sparse_depth_from_reconstruction, visibility_matrix, write_colmap_depth,
+                                      write_sparse_depth)
+
+    scene = scene_from_reconstruction(rec, image_dir=work / "images")
+    views = sparse_depth_from_reconstruction(rec)
+    write_sparse_depth(views, work / "sparse_depth.npz")
+    write_colmap_depth(views, work / "colmap_depth.npy")
+    _write_llff(scene, views, np.array(sorted(rec.points3D.keys()), dtype=np.int64), work, notes)
+    seconds["depth"] = time.time() - t0
+    mean_err = float(rec.compute_mean_reprojection_error())
+    scene.background = tuple(cfg["background"]) if job["had_alpha"] else None
+    scene.meta.update({
+        "source": "splatworks.sfm",
+        "sfm": {
+            "registered": len(scene.cameras), "total": len(names),
+            "dropped": dropped, "flagged": flagged, "notes": notes,
+            "mean_reprojection_error": mean_err, "num_points": int(rec.num_points3D()),
+            "models": [s for s, _ in sizes], "matcher": matcher, "mapper": cfg["mapper"],
+            "camera_mode": job["camera_mode"], "seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "source_names": job.get("source_names", {}),
+        },
+    })
+    scene.save(work)
+    return {"scene": str(work / "scene.json"), "notes": notes}
+
+
+def _map(pycolmap: Any, cfg: dict[str, Any], db_path: Path, images: Path, out: Path, total: int,
+         send: Send) -> dict[int, Any]:
+    if cfg["mapper"] == "global":
+        send("event", "sfm.map", 0, total, "global mapping (rotation averaging + global positioning)")
+        opts = pycolmap.GlobalPipelineOptions()
+        opts.num_threads = int(cfg["num_threads"])
+        opts.random_seed = int(cfg["seed"])
+        return dict(pycolmap.global_mapping(db_path, images, out, opts))
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.num_threads = int(cfg["num_threads"])
+    opts.random_seed = int(cfg["seed"])
+    opts.min_model_size = min(int(opts.min_model_size), max(3, total // 4))
+    opts.mapper.abs_pose_min_num_inliers = int(cfg["abs_pose_min_inliers"])
+    opts.mapper.init_min_num_inliers = int(cfg["init_min_inliers"])
+    count = [0]
+
+    def next_image() -> None:
+        count[0] += 1
+        send("event", "sfm.map", min(count[0] + 1, total), total, "")
+
+    send("event", "sfm.map", 0, total, "incremental mapping")
+    return dict(pycolmap.incremental_mapping(db_path, images, out, opts, next_image_callback=next_image))
+
+
+def _write_llff(scene: Any, views: list[Any], point_ids: np.ndarray, work: Path, notes: list[str]) -> None:
+    """poses_bounds.npy next to scene.json, near/far from the points each image observes (scene/llff.py)."""
+    import warnings
+
+    from splatworks.sfm.depth import visibility_matrix
+
+    try:
+        from splatworks.scene.llff import write_llff
+    except ImportError:  # the LLFF writer is optional; the scene is complete without it
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undistorted PINHOLE cameras are what LLFF can hold
+        write_llff(scene, work, visibility=visibility_matrix(views, [c.name for c in scene.cameras], point_ids))
+
+
+def _deregister(rec: Any, image_id: int) -> None:
+    """Remove an image's pose and its observations from the model (pycolmap 4: deregister its frame)."""
+    image = rec.images[image_id]
+    for idx, p2d in enumerate(image.points2D):
+        if p2d.has_point3D():
+            rec.delete_observation(image_id, idx)
+    rec.deregister_frame(image.frame_id)
+
+
+def _fresh(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _too_few(registered: int, total: int, what: str) -> Exception:
+    from splatworks.errors import UserError
+
+    return UserError(
+        f"{what} ({registered} of {total} registered). Likely causes: too little overlap between neighbouring "
+        "photos (each part of the scene should appear in 3+ photos taken a step apart), blurry or featureless "
+        "images (plain walls, sky, motion blur), or too few images (take 20+ photos around the subject).")

@@ -1,0 +1,137 @@
+"""One rendering function over two backends: gsplat (CUDA) and the pure-PyTorch reference (any device).
+
+Conventions at this boundary: ``viewmats`` are world-to-camera with OpenCV axes (x right, y down, z forward),
+``Ks`` pinhole intrinsics in pixels with pixel centres at +0.5, quaternions wxyz. Shapes: N Gaussians,
+C cameras, H x W pixels, K SH bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from splatworks.splat import reference
+
+Mode = Literal["RGB", "RGB+D"]
+Backend = Literal["auto", "gsplat", "torch"]
+
+
+@dataclass
+class RenderInfo:
+    """What densification and later losses need from a render (typed, instead of gsplat's string-keyed dict).
+
+    Attributes:
+        means2d: projected centres whose ``.grad`` densification reads: (nnz, 2) when ``packed`` else (C, N, 2).
+        radii: int32 footprint in pixels per axis, (nnz, 2) or (C, N, 2); 0 = not drawn.
+        gaussian_ids: (nnz,) Gaussian of each packed row (None when not packed).
+        camera_ids: (nnz,) camera of each packed row (None when not packed).
+        depths: camera-space z of each projected Gaussian, (nnz,) or (C, N).
+        packed: layout of the per-(camera, Gaussian) tensors above.
+        width, height, n_cameras: image size in pixels and number of cameras rendered.
+        backend: "gsplat" or "torch".
+        raw: the backend's own dict (gsplat's ``meta``), for gsplat's strategies.
+    """
+
+    means2d: torch.Tensor
+    radii: torch.Tensor
+    gaussian_ids: torch.Tensor | None
+    camera_ids: torch.Tensor | None
+    depths: torch.Tensor
+    packed: bool
+    width: int
+    height: int
+    n_cameras: int
+    backend: str
+    raw: dict[str, Any]
+
+    def visible(self, n: int) -> torch.Tensor:
+        """(N,) bool: Gaussians drawn in at least one of the cameras."""
+        if self.packed and self.gaussian_ids is not None:
+            mask = torch.zeros(n, dtype=torch.bool, device=self.radii.device)
+            mask[self.gaussian_ids] = True
+            return mask
+        return (self.radii > 0).all(dim=-1).any(dim=0)
+
+
+@dataclass
+class RenderOutput:
+    """colors (C, H, W, 3) in [0, 1]-ish (not clamped), alphas (C, H, W, 1), depths (C, H, W, 1) expected
+    camera-space z (``mode="RGB+D"``) or None, and :class:`RenderInfo`."""
+
+    colors: torch.Tensor
+    alphas: torch.Tensor
+    depths: torch.Tensor | None
+    info: RenderInfo
+
+
+def gsplat_available() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: Backend, device: torch.device) -> str:
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+    if backend == "gsplat" and device.type != "cuda":
+        raise ValueError("the gsplat backend needs the Gaussians on a CUDA device; use backend='torch' on CPU")
+    return backend
+
+
+def _background(background: torch.Tensor | None, C: int, device: torch.device) -> torch.Tensor | None:
+    if background is None:
+        return None
+    bg = torch.as_tensor(background, dtype=torch.float32, device=device)
+    return bg.expand(C, 3) if bg.dim() == 1 else bg
+
+
+def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+           sh_degree: int, background: torch.Tensor | None = None, mode: Mode = "RGB",
+           backend: Backend = "auto", packed: bool = True, absgrad: bool = False,
+           antialiased: bool = False) -> RenderOutput:
+    """Render C views of the Gaussians in ``params`` (raw parameters, see ``splat.gaussians``).
+
+    Args:
+        params: dict with means (N, 3), quats (N, 4) wxyz, scales (N, 3) log, opacities (N,) logits,
+            sh0 (N, 1, 3), shN (N, K-1, 3).
+        viewmats: (C, 4, 4) world-to-camera, OpenCV axes. Ks: (C, 3, 3) intrinsics in pixels.
+        sh_degree: SH bands used (<= the model's degree).
+        background: (3,) or (C, 3) RGB behind the Gaussians (None: black).
+        mode: "RGB", or "RGB+D" to also render the expected depth ``sum(w z) / sum(w)``.
+        backend: "auto" (gsplat on CUDA when installed, else the torch reference), "gsplat" or "torch".
+        packed, absgrad, antialiased: gsplat options (packed sparse layout, absolute 2D gradients for
+            densification, Mip-Splatting's compensation); the torch backend ignores them (never packed).
+    """
+    means = params["means"]
+    C = viewmats.shape[0]
+    which = resolve_backend(backend, means.device)
+    bg = _background(background, C, means.device)
+    sh = torch.cat([params["sh0"], params["shN"]], dim=1)
+    quats, scales = params["quats"], torch.exp(params["scales"])
+    opacities = torch.sigmoid(params["opacities"])
+    if which == "gsplat":
+        from gsplat import rasterization
+
+        render_mode = "RGB+ED" if mode == "RGB+D" else "RGB"
+        colors, alphas, meta = rasterization(
+            means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree=sh_degree,
+            backgrounds=bg, render_mode=render_mode, packed=packed, absgrad=absgrad,
+            rasterize_mode="antialiased" if antialiased else "classic")
+        depths = colors[..., 3:4] if mode == "RGB+D" else None
+        info = RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
+                          camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
+                          height=height, n_cameras=C, backend="gsplat", raw=meta)
+        return RenderOutput(colors=colors[..., :3], alphas=alphas, depths=depths, info=info)
+    colors, alphas, depths, proj = reference.rasterize(
+        means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree, backgrounds=bg,
+        with_depth=(mode == "RGB+D"))
+    raw = {"means2d": proj.means2d, "radii": proj.radii, "gaussian_ids": None, "width": width, "height": height,
+           "n_cameras": C, "depths": proj.depths}
+    info = RenderInfo(means2d=proj.means2d, radii=proj.radii, gaussian_ids=None, camera_ids=None,
+                      depths=proj.depths, packed=False, width=width, height=height, n_cameras=C,
+                      backend="torch", raw=raw)
+    return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=info)
