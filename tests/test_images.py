@@ -249,7 +249,7 @@ def test_pixel_and_byte_limits(tmp_path):
         probe_image(tmp_path / "a.png", ImageLimits(max_file_bytes=10))
 
 
-def test_apply_orientation_is_inverse_of_pillow_transpose():
+def test_apply_orientation_6_turns_clockwise():
     a = np.arange(6).reshape(2, 3)
     assert apply_orientation(a, 6).shape == (3, 2)
     assert apply_orientation(a, 6)[0, 0] == 3  # bottom-left comes to the top-left after a clockwise turn

@@ -466,3 +466,20 @@ def test_load_any_picks_largest_model_and_attaches_masks(tmp_path, posed_scene):
     assert len(scene.cameras) == 4 and scene.meta["colmap_models"] == {"0": 1, "1": 4}
     assert scene.mask_dir == work / "masks"
     assert scene.camera("img9.png").mask_name == "img9.png.png" and scene.camera("img8.png").mask_name is None
+    assert len(load_any(work / "sparse" / "0").cameras) == 1  # a model folder named explicitly is respected
+
+
+def test_damaged_transforms_and_poses_bounds(tmp_path):
+    (tmp_path / "transforms.json").write_text('{"frames": [')
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_any(tmp_path)
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "a.png"}]}))
+    with pytest.raises(InputError, match="frame 0: every frame needs 'file_path' and 'transform_matrix'"):
+        load_any(tmp_path)
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "a.png",
+                                                                      "transform_matrix": np.eye(4).tolist()}]}))
+    with pytest.raises(InputError, match="no 'w'/'h' and the image .*a.png is missing"):
+        load_any(tmp_path)
+    np.save(tmp_path / "poses_bounds.npy", np.zeros((3, 15)))
+    with pytest.raises(InputError, match=r"expected an \(N, 17\) array"):
+        read_llff(tmp_path)

@@ -170,22 +170,40 @@ def test_bad_settings_and_paths(tmp_path: Path, scenes) -> None:
     assert not (scenes["main"] / "images" / "work").exists()
 
 
-def test_pose_check_finds_a_misplaced_image() -> None:
-    from splatworks.sfm.checks import PairCheck, find_misplaced
+def _rot(axis: np.ndarray, deg: float) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    a = np.radians(deg)
+    return np.eye(3) + np.sin(a) * K + (1 - np.cos(a)) * K @ K
 
-    # Ring of 8 views, every view paired with its 2 neighbours on each side. Views 3 and 4 are misplaced
-    # together: they agree with each other but contradict all their pairs to the rest.
-    pairs = []
-    for i in range(8):
+
+def test_pose_check_finds_and_corrects_a_flipped_group() -> None:
+    from splatworks.sfm.checks import Edge, angle_deg, correction_for, edges_to_remove, find_misplaced
+
+    # A ring of 10 views; views 3 and 4 were registered turned by 178 degrees about the vertical (as on lego).
+    truth = {i: _rot([0, 1, 0], 36.0 * i) @ _rot([1, 0, 0], 10.0) for i in range(10)}
+    flip = _rot([0, 1, 0], 178.0)
+    model = {i: (truth[i] @ flip if i in (3, 4) else truth[i]) for i in range(10)}
+    noise = [_rot([1, 2, 3], 1.5), _rot([3, -1, 2], 2.5)]
+    edges = []
+    for i in range(10):
         for k in (1, 2):
-            j = (i + k) % 8
-            bad = (i in (3, 4)) != (j in (3, 4))
-            pairs.append(PairCheck(i, j, 200, 30.0 if bad else 0.3, 40.0 if bad else 0.5))
-    # A couple of symmetric-structure pairs that agree with the wrong placement.
-    pairs += [PairCheck(3, 7, 60, 0.4, 0.6), PairCheck(4, 0, 55, 0.2, 0.3)]
-    bad = find_misplaced(pairs, list(range(8)), max_angle_deg=5.0)
-    assert set(bad) == {3, 4}
-    assert bad[3][1] >= 3
+            j = (i + k) % 10
+            R_ij = noise[k - 1] @ truth[j] @ truth[i].T  # the pairs see the truth, with a little noise
+            edges.append(Edge(i, j, 300 if k == 1 else 120, R_ij))
+    # One wrong pair on the mirrored structure that agrees with the flipped placement (what misled COLMAP).
+    edges.append(Edge(4, 8, 60, model[8] @ model[4].T))
+    main, groups = find_misplaced(edges, model, max_deg=10.0, strong=100)
+    assert [g.image_ids for g in groups] == [[3, 4]]
+    assert set(main) == set(range(10)) - {3, 4}
+    g = correction_for(groups[0], edges, model, set(main), max_deg=10.0)
+    assert g.correction is not None
+    assert angle_deg((model[3] @ g.correction) @ truth[3].T) < 3.0  # the correction undoes the flip
+    cut = edges_to_remove(edges, model, groups, max_deg=10.0)
+    assert cut == [(4, 8)]  # only the misleading pair goes; the group's true pairs stay
+    # Correctly placed views with noisy pairs are not accused.
+    _, none = find_misplaced(edges[:-1], truth, max_deg=10.0, strong=100)
+    assert none == []
 
 
 @pytest.mark.data

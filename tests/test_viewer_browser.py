@@ -178,6 +178,20 @@ def test_splat_size_control_shrinks_the_gaussians(service, browser, known_job, t
     assert 0 < after < 0.4 * before, (before, after)
 
 
+def test_ply_only_result_renders(service, browser, known_job, tmp_path) -> None:
+    svc, url = service
+    folder = tmp_path / "ply_job"
+    write_checkpoint(folder / "gs_output", 50, blob_params(known_job["centres"], CMY, scale=0.16), ply=True, splat=False)
+    ring_scene(n=8, width_px=W, height_px=H, up=(0.5, 0.2, 1.0)).save(folder / "colmap")
+    _, pub_key = svc.import_job(folder)
+    b = browser
+    b.goto(f"{url}/v/{pub_key}?{POLL}")
+    wait_rendered(b)
+    assert b.eval("window.splatworks.loadedUrl").split("?")[0].endswith("/cloud.ply")
+    uv, _ = known_job["training_camera"].project(known_job["centres"])
+    assert_colours_at(b.screenshot(tmp_path / "ply.png"), uv, CMY)
+
+
 def test_unknown_or_deleted_key_says_so(service, browser, known_job, tmp_path) -> None:
     svc, url = service
     b = browser

@@ -39,6 +39,9 @@ class MaskConfig:
                               "this many robust standard deviations (MAD x 1.4826) ...")
     min_difference: float = option(15.0, "... and at least this absolute difference (0-255 scale, max over "
                                    "RGB) so that flat, noise-free regions do not flicker.")
+    hysteresis: float = option(0.5, "Hysteresis: pixels above this fraction of the threshold count as dynamic "
+                               "when connected to a pixel above the full threshold (grows detections into "
+                               "low-contrast parts, e.g. a grey shirt on a grey wall); 1 = off.")
     spread_cap: float = option(3.0, "Cap each pixel's spread at this multiple of the image's median spread (0 = "
                                "no cap): where people stood for long the spread is theirs, not the noise's.")
     refine: bool = option(False, "Fit the background twice: the second median ignores the pixels that the first "
@@ -69,6 +72,11 @@ class BackgroundModel:
     def image(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB background image (people that move are gone; useful for calibration)."""
         return np.clip(np.rint(self.median), 0, 255).astype(np.uint8)
+
+
+def median_image(frames: list[np.ndarray]) -> np.ndarray:
+    """(H, W, 3) uint8 per-pixel temporal median of S (H, W, 3) uint8 frames: the static background, sharp."""
+    return np.median(np.stack(frames), axis=0).round().astype(np.uint8)
 
 
 def _blur(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -128,9 +136,23 @@ def fit_background(frames: Iterable[np.ndarray], cfg: MaskConfig | None = None) 
 
 
 def difference_map(rgb: np.ndarray, bg: BackgroundModel, cfg: MaskConfig) -> np.ndarray:
-    """(H, W) bool: pixels whose colour differs from the background beyond the robust threshold (before clean-up)."""
+    """(H, W) bool: pixels whose colour differs from the background beyond the robust threshold (before clean-up).
+
+    With hysteresis < 1, weaker differences count too where they connect to a strong one.
+    """
     diff = np.abs(_blur(rgb, cfg.blur) - bg.median).max(axis=-1)
-    return diff > np.maximum(cfg.threshold * bg.sigma, cfg.min_difference)
+    limit = np.maximum(cfg.threshold * bg.sigma, cfg.min_difference)
+    strong = diff > limit
+    if cfg.hysteresis >= 1 or not strong.any():
+        return strong
+    import cv2
+
+    weak = (diff > cfg.hysteresis * limit).astype(np.uint8)
+    n, labels = cv2.connectedComponents(weak, connectivity=8)
+    seeded = np.zeros(n, dtype=bool)
+    seeded[np.unique(labels[strong])] = True
+    seeded[0] = False
+    return seeded[labels]
 
 
 def clean_dynamic(dynamic: np.ndarray, cfg: MaskConfig) -> np.ndarray:

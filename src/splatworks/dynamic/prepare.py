@@ -90,7 +90,7 @@ def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskCo
     """Write ``masks/<camera>/<frame>.png`` and ``previews/<camera>.png``; return background images and a report.
 
     Returns:
-        {camera: (H, W, 3) uint8 background image} (only when ``need_background`` or masks were made) and
+        {camera: (H, W, 3) uint8 median background image} (only when ``need_background``) and
         {"method", "dynamic_fraction": {camera: mean fraction of dynamic pixels}}.
     """
     segmenter = mk.make_segmenter(cfg)
@@ -106,15 +106,12 @@ def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskCo
     try:
         for cam in cameras:
             samples = [_read_rgb(root / "images" / cam / f"{f:06d}.png") for f in dict.fromkeys(sample_frames)]
+            if need_background:
+                # Unblurred median for SfM (the mask model's median is of blurred frames: too soft for SIFT).
+                backgrounds[cam] = mk.median_image(samples)
             if segmenter is None:
-                if need_background:
-                    backgrounds[cam] = mk.fit_background(samples, cfg).image()
                 continue
             segmenter.fit(cam, samples)
-            if isinstance(segmenter, mk.BackgroundSegmenter):
-                backgrounds[cam] = segmenter.models[cam].image()
-            elif need_background:
-                backgrounds[cam] = mk.fit_background(samples, cfg).image()
             del samples
             out = root / "masks" / cam
             out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ Everything that reads a user image (SfM, the trainers, the upload service) goes 
 rules live in one place:
 
 - Files are identified by their **content**, not their extension, and decoded completely so that truncated or
-  corrupt files are caught up front (``probe_image``), not halfway through a training run.
+  corrupt files are caught up front (``probe_image``), not halfway through a training run. JPEGs are also
+  decoded by FFmpeg with strict checks (``ImageLimits.strict_jpeg``): libjpeg only warns about damaged data.
 - Images that declare more than ``ImageLimits.max_pixels`` pixels are refused **before** decoding
   (decompression bombs: a few-KB PNG can declare 20000 x 20000 pixels).
 - EXIF orientation (tag 0x0112) is applied, so arrays and sizes are as the photo is meant to be seen.
@@ -521,7 +522,14 @@ def _prepare_one(info: ImageInfo, dst: Path, background: tuple[float, float, flo
 def _exif_without_orientation(path: Path) -> bytes | None:
     try:
         with Image.open(path) as im:
-            exif = im.getexif()
+            if im.format == "PNG":  # getexif() would decode a whole PNG looking for a late eXIf chunk
+                raw = im.info.get("exif")
+                if not raw:
+                    return None
+                exif = Image.Exif()
+                exif.load(raw)
+            else:
+                exif = im.getexif()
             if not exif:
                 return None
             exif[ORIENTATION_TAG] = 1

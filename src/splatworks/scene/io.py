@@ -6,7 +6,7 @@ Detection order for ``load_any(path)`` (the first match wins):
 2. A COLMAP sparse model folder (``cameras``/``images``/``points3D`` as ``.bin`` or ``.txt``).
 3. A work folder with ``sparse/0/`` (or ``sparse/``) holding a COLMAP model; images from ``images/``. When
    COLMAP split the reconstruction into ``sparse/0``, ``sparse/1``, ... the model with most images is used
-   (with a warning). Masks in ``masks/`` beside ``images/`` (COLMAP's ``<name>.png`` naming) are attached.
+   (with a warning), unless ``path`` names one model folder itself. Masks in ``masks/`` beside ``images/`` (COLMAP's ``<name>.png`` naming) are attached.
 4. ``transforms_train.json`` (+ ``transforms_test.json``): NeRF-synthetic/Blender split.
 5. ``transforms.json``: nerfstudio / instant-ngp (or Blender without a split).
 6. ``poses_bounds.npy`` with ``images/``: LLFF.
@@ -76,12 +76,12 @@ def _colmap_image_dir(model: Path) -> Path | None:
     return None
 
 
-def _read_largest_colmap(model: Path, image_dir: Path | None) -> Scene:
-    """Read ``model``; when it is one of several ``sparse/N`` models, read the one with most images instead."""
+def _read_largest_colmap(model: Path, image_dir: Path | None, pick_largest: bool) -> Scene:
+    """Read ``model``; with ``pick_largest`` and several ``sparse/N`` models, the one with most images instead."""
     from splatworks.scene.colmap import is_colmap_model, read_colmap
 
     siblings = [model]
-    if model.parent.name == "sparse" and model.name.isdigit():
+    if pick_largest and model.parent.name == "sparse" and model.name.isdigit():
         siblings = sorted((p for p in model.parent.iterdir() if p.name.isdigit() and is_colmap_model(p)),
                           key=lambda p: int(p.name))
     scenes = [read_colmap(p, image_dir=image_dir) for p in siblings]
@@ -123,7 +123,9 @@ def load_any(path: str | Path, *, images: Path | str | None = None,
     if fmt == "scene":
         scene = Scene.load(where)
     elif fmt == "colmap":
-        scene = _read_largest_colmap(where, Path(images) if images else _colmap_image_dir(where))
+        # Only when we chose sparse/0 ourselves: a model folder the user named is the one they want.
+        chosen_by_us = Path(path).is_dir() and Path(path).resolve() != where.resolve()
+        scene = _read_largest_colmap(where, Path(images) if images else _colmap_image_dir(where), chosen_by_us)
         _attach_colmap_masks(scene)
     elif fmt == "transforms":
         from splatworks.scene.transforms import read_transforms

@@ -1,17 +1,23 @@
-"""Do the registered poses agree with the images' own pairwise geometry? Find misplaced images.
+"""Do the registered poses agree with the images' pairwise geometry? Find, repair or drop misplaced images.
 
-COLMAP verifies every matched pair with a two-view geometry (essential matrix -> relative rotation and
-translation direction, ``cam2_from_cam1``). A correctly placed image agrees with the well-supported pairs it
-has with its true neighbours. An image registered onto a symmetric or repeated part of the object (lego's
-mirrored sides) is placed where a few wrong matches put it; its pose then contradicts the relative poses of
-most of its strong pairs. Neighbouring views can be misplaced together (they agree with each other), so each
-image is judged by its pairs to the *trusted* part of the model, which is grown from the images that agree
-with their pairs, strongest consensus first.
+COLMAP verifies every matched pair with a two-view geometry; with ``compute_relative_pose`` it stores the
+relative rotation ``R*_ij`` (camera j from camera i). On objects with symmetric or repeated structure and a
+plain background (NeRF-synthetic lego) many verified pairs are wrong: their matches pair a part with its
+mirror image, so ``R*_ij`` is far from the truth. Incremental mapping then sometimes registers a group of
+neighbouring views onto the mirrored side (lego: 6 views turned by ~178 degrees). Inside such a group the
+views agree with each other; they disagree with their pairs to the rest of the model.
 
-Notation: for images i, j with world_to_camera (R_i, t_i), the model's relative pose is
-``R_ij = R_j R_i^T``, ``t_ij = t_j - R_ij t_i``; the pair's geometry gives ``(R*_ij, t*_ij)`` with
-``|t*_ij| = 1``. Rotation disagreement: angle of ``R_ij R*_ij^T``; translation disagreement: angle between
-``t_ij`` and ``t*_ij``.
+The check, on rotations only (two-view translation directions are unreliable for short baselines):
+
+1. Edge error: ``e_ij = angle(R_j R_i^T R*_ij^T)`` for registered images i, j (world_to_camera rotations R).
+2. Components of the graph of *strong consistent* edges (``e_ij < max_deg`` and ``inliers >= strong``): the
+   largest component is the trusted main part of the model.
+3. Every other component is judged by all its verified edges to the main part: when the inliers of
+   disagreeing edges outweigh those of agreeing ones (by ``ratio``, 2 by default), it is *misplaced*.
+4. Repair: a misplaced component moved rigidly keeps its internal geometry, so its true rotations are
+   ``R_i Q`` for one rotation Q. Each edge to the main part proposes ``Q = R_i^T R*_ij^T R_j``; the proposal
+   agreed on by the most inliers wins when it has enough support. Edges that contradict the (corrected)
+   rotations are removed from the database and the component is registered again (``worker.py``).
 """
 
 from __future__ import annotations
@@ -22,47 +28,43 @@ from typing import Any
 
 import numpy as np
 
-# TwoViewGeometry configurations whose relative pose has a translation direction, and the pure-rotation one.
-_POSE_CONFIGS = ("CALIBRATED", "UNCALIBRATED", "PLANAR", "PLANAR_OR_PANORAMIC")
-_ROTATION_ONLY_CONFIGS = ("PANORAMIC",)
-
 
 @dataclass
-class PairCheck:
-    """One image pair's agreement with the model."""
+class Edge:
+    """A verified image pair: ids, inlier count, relative rotation camera i -> camera j (3, 3)."""
 
-    image1: int
-    image2: int
+    i: int
+    j: int
     inliers: int
-    rotation_deg: float
-    translation_deg: float
+    R_ij: np.ndarray
 
 
 @dataclass
-class PoseVerdict:
-    """An image the check finds misplaced, with the evidence."""
+class MisplacedGroup:
+    """Images misplaced together, with the evidence and (when found) the rotation that would fix them.
 
-    image_id: int
-    name: str
-    reason: str
+    Attributes:
+        image_ids: the group's images.
+        agreeing, disagreeing: inliers of its edges to the main part that agree / disagree with its poses.
+        correction: (3, 3) Q with true rotation ``R_i @ Q`` (None when no proposal has enough support).
+        support: inliers of the edges that agree with the correction.
+    """
+
+    image_ids: list[int]
     agreeing: int
     disagreeing: int
-    pairs: list[PairCheck] = field(default_factory=list)
+    correction: np.ndarray | None = None
+    support: int = 0
+    names: list[str] = field(default_factory=list)
 
 
-def _angle_deg(R: np.ndarray) -> float:
+def angle_deg(R: np.ndarray) -> float:
+    """Rotation angle of a (3, 3) rotation matrix in degrees."""
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
-def _dir_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na < 1e-12 or nb < 1e-12:
-        return 0.0
-    return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))))
-
-
-def pair_checks(rec: Any, db_path: str | Path, min_inliers: int = 50) -> list[PairCheck]:
-    """Compare every registered pair's model relative pose with its verified two-view geometry."""
+def read_edges(db_path: str | Path, min_inliers: int = 15) -> list[Edge]:
+    """Verified pairs with a relative pose (``compute_relative_pose`` on) and at least ``min_inliers``."""
     import pycolmap
 
     db = pycolmap.Database.open(str(db_path))
@@ -70,87 +72,136 @@ def pair_checks(rec: Any, db_path: str | Path, min_inliers: int = 50) -> list[Pa
         pair_ids, geoms = db.read_two_view_geometries()
     finally:
         db.close()
-    registered = set(rec.reg_image_ids())
-    poses = {i: np.asarray(rec.images[i].cam_from_world().matrix(), dtype=np.float64) for i in registered}
-    out = []
+    with_pose = {int(pycolmap.TwoViewGeometryConfiguration.__members__[n]) for n in
+                 ("CALIBRATED", "UNCALIBRATED", "PLANAR", "PANORAMIC", "PLANAR_OR_PANORAMIC")}
+    edges = []
     for pid, g in zip(pair_ids, geoms):
-        i, j = pycolmap.pair_id_to_image_pair(pid)
         n = len(g.inlier_matches)
-        if i not in registered or j not in registered or n < min_inliers:
+        if n < min_inliers or int(g.config) not in with_pose:
             continue
-        config = pycolmap.TwoViewGeometryConfiguration(int(g.config)).name
-        if config not in _POSE_CONFIGS + _ROTATION_ONLY_CONFIGS:
-            continue
-        rel = g.cam2_from_cam1
-        R_star = np.asarray(rel.rotation.matrix(), dtype=np.float64)
-        t_star = np.asarray(rel.translation, dtype=np.float64)
-        Pi, Pj = poses[i], poses[j]
-        R_ij = Pj[:3, :3] @ Pi[:3, :3].T
-        t_ij = Pj[:3, 3] - R_ij @ Pi[:3, 3]
-        t_err = _dir_angle_deg(t_ij, t_star) if config in _POSE_CONFIGS else 0.0
-        out.append(PairCheck(int(i), int(j), n, _angle_deg(R_ij @ R_star.T), t_err))
-    return out
+        i, j = pycolmap.pair_id_to_image_pair(pid)
+        edges.append(Edge(int(i), int(j), n, np.asarray(g.cam2_from_cam1.rotation.matrix(), dtype=np.float64)))
+    return edges
 
 
-def find_misplaced(pairs: list[PairCheck], image_ids: list[int], max_angle_deg: float = 5.0
-                   ) -> dict[int, tuple[int, int]]:
-    """Images whose poses contradict their pairs to the trusted part of the model.
+def edge_error(edge: Edge, rotations: dict[int, np.ndarray]) -> float:
+    """Disagreement (degrees) between the model's relative rotation and the pair's own."""
+    R_model = rotations[edge.j] @ rotations[edge.i].T
+    return angle_deg(R_model @ edge.R_ij.T)
 
-    The trusted set starts from images where (inlier-weighted) most pairs agree and grows, strongest first,
-    with images that agree with the trusted set; the rest are misplaced. Returns image id ->
-    (agreeing pairs, disagreeing pairs) counted against the trusted set, for misplaced images only.
+
+def strong_threshold(edges: list[Edge], strong: int) -> int:
+    """``strong`` inliers, lowered to the 75th percentile of the pairs' inliers for small or weak images."""
+    if not edges:
+        return strong
+    return int(min(strong, np.percentile([e.inliers for e in edges], 75)))
+
+
+def _components(nodes: list[int], links: list[tuple[int, int]]) -> list[list[int]]:
+    parent = {n: n for n in nodes}
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in links:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for n in nodes:
+        groups.setdefault(find(n), []).append(n)
+    return sorted(groups.values(), key=lambda g: (-len(g), min(g)))
+
+
+def find_misplaced(edges: list[Edge], rotations: dict[int, np.ndarray], max_deg: float = 10.0,
+                   strong: int = 100, ratio: float = 2.0) -> tuple[list[int], list[MisplacedGroup]]:
+    """Split registered images into the trusted main part and misplaced groups (steps 2-3 of the docstring).
+
+    A group is misplaced when the inliers of its disagreeing edges to the main part exceed ``ratio`` times
+    those of its agreeing ones (wrong pairs are common on symmetric objects, so a bare majority is not enough).
+    Returns (main image ids, misplaced groups). Groups without any edge to the main part are not judged
+    (there is no evidence either way) and count as neither.
     """
-    agree: dict[int, list[tuple[int, int, bool]]] = {i: [] for i in image_ids}
-    for p in pairs:
-        ok = p.rotation_deg < max_angle_deg and p.translation_deg < max_angle_deg
-        agree.setdefault(p.image1, []).append((p.image2, p.inliers, ok))
-        agree.setdefault(p.image2, []).append((p.image1, p.inliers, ok))
+    nodes = sorted(rotations)
+    live = [e for e in edges if e.i in rotations and e.j in rotations]
+    errors = {(e.i, e.j): edge_error(e, rotations) for e in live}
+    links = [(e.i, e.j) for e in live if e.inliers >= strong and errors[(e.i, e.j)] < max_deg]
+    comps = _components(nodes, links)
+    main = set(comps[0]) if comps else set()
+    groups = []
+    for comp in comps[1:]:
+        members = set(comp)
+        good = bad = 0
+        for e in live:
+            if (e.i in members and e.j in main) or (e.j in members and e.i in main):
+                if errors[(e.i, e.j)] < max_deg:
+                    good += e.inliers
+                else:
+                    bad += e.inliers
+        if bad > ratio * good:
+            groups.append(MisplacedGroup(image_ids=sorted(comp), agreeing=good, disagreeing=bad))
+    return sorted(main), groups
 
-    def score(i: int, trusted: set[int] | None) -> tuple[float, float]:
-        good = bad = 0.0
-        for j, n, ok in agree.get(i, []):
-            if trusted is not None and j not in trusted:
-                continue
-            good, bad = (good + n, bad) if ok else (good, bad + n)
-        return good, bad
 
-    # Seed: images with a clear majority of agreeing inliers among all their pairs.
-    trusted = {i for i in image_ids if (lambda gb: gb[0] > 3 * gb[1])(score(i, None))}
-    if not trusted:
-        return {}
-    changed, rounds = True, 0
-    while changed and rounds < 4 * len(image_ids) + 4:  # grow with images that agree with the trusted set; drop ones that no longer do
-        changed, rounds = False, rounds + 1
-        for i in image_ids:
-            good, bad = score(i, trusted - {i})
-            keep = good > bad and good > 0
-            if keep and i not in trusted:
-                trusted.add(i)
-                changed = True
-            elif not keep and i in trusted and bad > 0:
-                trusted.discard(i)
-                changed = True
-    out = {}
-    for i in image_ids:
-        if i in trusted:
+def correction_for(group: MisplacedGroup, edges: list[Edge], rotations: dict[int, np.ndarray], main: set[int],
+                   max_deg: float = 10.0, min_support: int = 60, min_edges: int = 2) -> MisplacedGroup:
+    """Step 4: the rigid rotation Q that best reconciles ``group`` with the main part (None if unsupported)."""
+    members = set(group.image_ids)
+    proposals = []  # (Q, inliers)
+    for e in edges:
+        if e.i in members and e.j in main:
+            i, j, R_ij = e.i, e.j, e.R_ij
+        elif e.j in members and e.i in main:
+            i, j, R_ij = e.j, e.i, e.R_ij.T  # camera i (member) -> camera j (main)
+        else:
             continue
-        n_good = sum(1 for j, _, ok in agree.get(i, []) if j in trusted and ok)
-        n_bad = sum(1 for j, _, ok in agree.get(i, []) if j in trusted and not ok)
-        if n_bad > 0:  # images with no strong pair to the trusted set are not judged
-            out[i] = (n_good, n_bad)
+        proposals.append((rotations[i].T @ R_ij.T @ rotations[j], e.inliers))
+    best, best_support, best_count = None, 0, 0
+    for Q, _ in proposals:
+        agree = [(Q2, n) for Q2, n in proposals if angle_deg(Q2 @ Q.T) < max_deg]
+        support = sum(n for _, n in agree)
+        if support > best_support:
+            best, best_support, best_count = Q, support, len(agree)
+    if best is None or best_support < min_support or best_count < min_edges:
+        return group
+    group.correction, group.support = best, best_support
+    return group
+
+
+def edges_to_remove(edges: list[Edge], rotations: dict[int, np.ndarray], groups: list[MisplacedGroup],
+                    max_deg: float = 10.0) -> list[tuple[int, int]]:
+    """Pairs that contradict the model (with misplaced groups corrected, or cut off when uncorrectable)."""
+    fixed = dict(rotations)
+    cut: set[int] = set()
+    for g in groups:
+        for i in g.image_ids:
+            if g.correction is not None:
+                fixed[i] = rotations[i] @ g.correction
+            else:
+                cut.add(i)
+    out = []
+    for e in edges:
+        if e.i not in fixed or e.j not in fixed:
+            continue
+        if (e.i in cut) != (e.j in cut) or edge_error(e, fixed) >= max_deg:
+            out.append((e.i, e.j))
     return out
 
 
-def check_poses_against_two_view_geometries(rec: Any, db_path: str | Path, max_angle_deg: float = 5.0,
-                                            min_inliers: int = 50) -> list[PoseVerdict]:
-    """Misplaced images of reconstruction ``rec`` (built from ``db_path``), with the evidence."""
-    pairs = pair_checks(rec, db_path, min_inliers=min_inliers)
-    ids = sorted(int(i) for i in rec.reg_image_ids())
-    bad = find_misplaced(pairs, ids, max_angle_deg=max_angle_deg)
-    verdicts = []
-    for i, (good, n_bad) in sorted(bad.items()):
-        reason = (f"pose contradicts {n_bad} of its {good + n_bad} strong image pairs to the rest of the model "
-                  f"(> {max_angle_deg:g} deg): likely registered onto a symmetric or repeated structure")
-        verdicts.append(PoseVerdict(image_id=i, name=rec.images[i].name, reason=reason, agreeing=good,
-                                    disagreeing=n_bad, pairs=[p for p in pairs if i in (p.image1, p.image2)]))
-    return verdicts
+def delete_pairs(db_path: str | Path, pairs: list[tuple[int, int]]) -> None:
+    """Remove the two-view geometries of ``pairs`` from the database (their matches stay for the record)."""
+    import pycolmap
+
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        for i, j in pairs:
+            db.delete_two_view_geometry(i, j)
+    finally:
+        db.close()
+
+
+def model_rotations(rec: Any) -> dict[int, np.ndarray]:
+    """world_to_camera rotations (3, 3) of the registered images of a pycolmap Reconstruction, by image id."""
+    return {int(i): np.asarray(rec.images[i].cam_from_world().rotation.matrix(), dtype=np.float64)
+            for i in rec.reg_image_ids()}

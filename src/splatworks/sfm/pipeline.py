@@ -72,11 +72,17 @@ class SfmConfig:
                               choices=("auto", "single", "per_image"))
     background: tuple[float, float, float] = option((1.0, 1.0, 1.0), "RGB in [0, 1] that RGBA images are "
                                                                      "composited on.")
-    pose_check: bool = option(True, "Check every registered pose against its pairs' two-view geometries.")
-    pose_check_max_deg: float = option(5.0, "Pose check: largest disagreement (degrees) between a pair's "
-                                            "relative rotation or translation direction and the model's.")
-    pose_check_min_inliers: int = option(50, "Pose check: pairs with fewer inliers do not vote.")
-    drop_misplaced: bool = option(True, "Drop images the pose check finds misplaced (else only flag them).")
+    pose_check: bool = option(True, "Check every registered pose against its pairs' two-view geometries and "
+                                    "find images placed wrongly (e.g. on a symmetric part of the object).")
+    pose_check_max_deg: float = option(10.0, "Pose check: largest disagreement (degrees) between a pair's "
+                                             "relative rotation and the model's for the pair to agree.")
+    pose_check_strong_inliers: int = option(100, "Pose check: inliers of a pair that can link images into the "
+                                                 "trusted core (lowered for weakly matched sets).")
+    pose_check_ratio: float = option(2.0, "Pose check: a group is misplaced when disagreeing inliers exceed "
+                                          "this many times the agreeing ones.")
+    repair_misplaced: bool = option(True, "Remove the pairs that contradict the model and register misplaced "
+                                          "images again.")
+    drop_misplaced: bool = option(True, "Drop images still misplaced after repair (else keep and flag them).")
     min_registered: int = option(3, "Fail when fewer images than this register.")
     min_registered_fraction: float = option(0.3, "Fail when less than this fraction of the images registers.")
     num_threads: int = option(-1, "CPU threads for COLMAP (-1: all cores).")

@@ -58,8 +58,6 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     """Extract, match, map, check, undistort, export. ``job`` holds plain values (see ``pipeline._job``)."""
     import pycolmap
 
-    from splatworks.sfm.checks import check_poses_against_two_view_geometries
-
     cfg = job["config"]
     work = Path(job["work_dir"])
     images = Path(job["prepared_dir"])
@@ -137,21 +135,24 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     dropped: list[dict[str, Any]] = []
     if cfg["pose_check"]:
         send("event", "sfm.check", 0, 1, "checking each pose against its two-view geometries")
-        verdicts = check_poses_against_two_view_geometries(
-            best, db_path, max_angle_deg=float(cfg["pose_check_max_deg"]),
-            min_inliers=int(cfg["pose_check_min_inliers"]))
-        for v in verdicts:
-            entry = {"name": v.name, "reason": v.reason, "disagreeing_pairs": v.disagreeing,
-                     "agreeing_pairs": v.agreeing}
-            if cfg["drop_misplaced"]:
-                dropped.append(entry)
-                _deregister(best, v.image_id)
-            else:
-                flagged.append(entry)
+        best, groups = _check_and_repair(pycolmap, cfg, best, db_path, images, work, len(names), notes)
+        for g in groups:
+            reason = (f"misplaced with {len(g.image_ids) - 1} neighbouring view(s): its pairs to the rest of the "
+                      f"model disagree with its pose ({g.disagreeing} inliers disagree, {g.agreeing} agree; "
+                      "likely registered onto a symmetric or repeated part of the scene)")
+            for image_id, name in zip(g.image_ids, g.names):
+                if cfg["drop_misplaced"]:
+                    dropped.append({"name": name, "reason": reason})
+                    _deregister(best, image_id)
+                else:
+                    flagged.append({"name": name, "reason": reason})
         if dropped:
-            notes.append(f"dropped {len(dropped)} image(s) whose pose disagrees with their matches: "
+            notes.append(f"dropped {len(dropped)} misplaced image(s) that could not be placed consistently: "
                          + ", ".join(d["name"] for d in dropped))
-        send("event", "sfm.check", 1, 1, notes[-1] if dropped else "all poses agree with their matches")
+        elif flagged:
+            notes.append(f"flagged {len(flagged)} image(s) whose pose disagrees with their matches (kept): "
+                         + ", ".join(d["name"] for d in flagged))
+        send("event", "sfm.check", 1, 1, notes[-1] if (dropped or flagged) else "all poses agree with their matches")
     seconds["check"] = time.time() - t0
 
     registered = sorted(best.images[i].name for i in best.reg_image_ids())
@@ -220,12 +221,7 @@ def _map(pycolmap: Any, cfg: dict[str, Any], db_path: Path, images: Path, out: P
         opts.num_threads = int(cfg["num_threads"])
         opts.random_seed = int(cfg["seed"])
         return dict(pycolmap.global_mapping(db_path, images, out, opts))
-    opts = pycolmap.IncrementalPipelineOptions()
-    opts.num_threads = int(cfg["num_threads"])
-    opts.random_seed = int(cfg["seed"])
-    opts.min_model_size = min(int(opts.min_model_size), max(3, total // 4))
-    opts.mapper.abs_pose_min_num_inliers = int(cfg["abs_pose_min_inliers"])
-    opts.mapper.init_min_num_inliers = int(cfg["init_min_inliers"])
+    opts = _incremental_options(pycolmap, cfg, total)
     count = [0]
 
     def next_image() -> None:
@@ -234,6 +230,53 @@ def _map(pycolmap: Any, cfg: dict[str, Any], db_path: Path, images: Path, out: P
 
     send("event", "sfm.map", 0, total, "incremental mapping")
     return dict(pycolmap.incremental_mapping(db_path, images, out, opts, next_image_callback=next_image))
+
+
+def _check_and_repair(pycolmap: Any, cfg: dict[str, Any], rec: Any, db_path: Path, images: Path, work: Path,
+                      total: int, notes: list[str]) -> tuple[Any, list[Any]]:
+    """Find misplaced groups (``checks.py``); with ``repair_misplaced``, cut the pairs that contradict the
+    corrected poses and register the groups again. Returns the model and the groups still misplaced."""
+    from splatworks.sfm import checks
+
+    max_deg = float(cfg["pose_check_max_deg"])
+
+    def find(model: Any) -> tuple[list[int], list[Any], list[Any], dict[int, Any]]:
+        edges = checks.read_edges(db_path, min_inliers=int(cfg["min_num_inliers"]))
+        rots = checks.model_rotations(model)
+        strong = checks.strong_threshold(edges, int(cfg["pose_check_strong_inliers"]))
+        main, groups = checks.find_misplaced(edges, rots, max_deg=max_deg, strong=strong,
+                                             ratio=float(cfg["pose_check_ratio"]))
+        if len(main) < 0.5 * len(rots):  # no dominant consistent part: the check has nothing to trust
+            notes.append(f"pose check skipped: only {len(main)} of {len(rots)} images form a consistent core")
+            return main, [], edges, rots
+        for g in groups:
+            g.names = [model.images[i].name for i in g.image_ids]
+        return main, groups, edges, rots
+
+    main, groups, edges, rots = find(rec)
+    if not groups or not cfg["repair_misplaced"]:
+        return rec, groups
+    for g in groups:
+        checks.correction_for(g, edges, rots, set(main), max_deg=max_deg)
+    cut = checks.edges_to_remove(edges, rots, groups, max_deg=max_deg)
+    checks.delete_pairs(db_path, cut)
+    moved = [n for g in groups for n in g.names]
+    for g in groups:
+        for image_id in g.image_ids:
+            _deregister(rec, image_id)
+    start = work / "sparse_check"
+    _fresh(start)
+    rec.write_binary(str(start))
+    out = work / "sparse_repair"
+    _fresh(out)
+    opts = _incremental_options(pycolmap, cfg, total)
+    models = dict(pycolmap.incremental_mapping(db_path, images, out, opts, input_path=start))
+    repaired = max(models.values(), key=lambda r: r.num_reg_images()) if models else rec
+    back = sorted(set(moved) & {repaired.images[i].name for i in repaired.reg_image_ids()})
+    notes.append(f"{len(moved)} image(s) were misplaced ({', '.join(moved)}); removed {len(cut)} image pairs that "
+                 f"contradict the model and registered again: {len(back)} placed back")
+    _, still, _, _ = find(repaired)
+    return repaired, still
 
 
 def _write_llff(scene: Any, views: list[Any], point_ids: np.ndarray, work: Path, notes: list[str]) -> None:
@@ -249,6 +292,16 @@ def _write_llff(scene: Any, views: list[Any], point_ids: np.ndarray, work: Path,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undistorted PINHOLE cameras are what LLFF can hold
         write_llff(scene, work, visibility=visibility_matrix(views, [c.name for c in scene.cameras], point_ids))
+
+
+def _incremental_options(pycolmap: Any, cfg: dict[str, Any], total: int) -> Any:
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.num_threads = int(cfg["num_threads"])
+    opts.random_seed = int(cfg["seed"])
+    opts.min_model_size = min(int(opts.min_model_size), max(3, total // 4))
+    opts.mapper.abs_pose_min_num_inliers = int(cfg["abs_pose_min_inliers"])
+    opts.mapper.init_min_num_inliers = int(cfg["init_min_inliers"])
+    return opts
 
 
 def _deregister(rec: Any, image_id: int) -> None:

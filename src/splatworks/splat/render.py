@@ -117,15 +117,20 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
         from gsplat import rasterization
 
         render_mode = "RGB+ED" if mode == "RGB+D" else "RGB"
+        # The background is composited here (C = sum w c + (1 - alpha) bg, as gsplat does): gsplat 1.5.3's
+        # packed path rejects per-camera backgrounds (it checks them against the packed tensors' shape).
         colors, alphas, meta = rasterization(
             means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree=sh_degree,
-            backgrounds=bg, render_mode=render_mode, packed=packed, absgrad=absgrad,
+            render_mode=render_mode, packed=packed, absgrad=absgrad,
             rasterize_mode="antialiased" if antialiased else "classic")
         depths = colors[..., 3:4] if mode == "RGB+D" else None
+        colors = colors[..., :3]
+        if bg is not None:
+            colors = colors + (1 - alphas) * bg[:, None, None, :]
         info = RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
                           camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
                           height=height, n_cameras=C, backend="gsplat", raw=meta)
-        return RenderOutput(colors=colors[..., :3], alphas=alphas, depths=depths, info=info)
+        return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=info)
     colors, alphas, depths, proj = reference.rasterize(
         means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree, backgrounds=bg,
         with_depth=(mode == "RGB+D"))

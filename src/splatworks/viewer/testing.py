@@ -133,15 +133,17 @@ def random_params(n: int, radius: float = 1.0, seed: int = 0) -> dict[str, Any]:
             "sh0": t(rng.normal(0, 1, (n, 1, 3)).astype(np.float32)), "shN": torch.zeros(n, 0, 3)}
 
 
-def write_checkpoint(gs_output: Path, iteration: int, params: dict[str, Any], ply: bool = False) -> Path:
-    """Write ``gs_output/point_cloud/iteration_N/scene.splat`` (+ ``point_cloud.ply``) the way the trainer does:
-    into a temporary folder renamed into place, so a reader never sees half a checkpoint."""
+def write_checkpoint(gs_output: Path, iteration: int, params: dict[str, Any], ply: bool = False,
+                     splat: bool = True) -> Path:
+    """Write ``gs_output/point_cloud/iteration_N/scene.splat`` and/or ``point_cloud.ply`` the way the trainer
+    does: into a temporary folder renamed into place, so a reader never sees half a checkpoint."""
     from ..splat.io import POINT_CLOUD_DIR, write_ply, write_splat
 
     root = Path(gs_output) / POINT_CLOUD_DIR
     tmp = root / f".tmp_iteration_{iteration}"
     tmp.mkdir(parents=True, exist_ok=True)
-    write_splat(tmp / "scene.splat", params)
+    if splat:
+        write_splat(tmp / "scene.splat", params)
     if ply:
         write_ply(tmp / "point_cloud.ply", params)
     final = root / f"iteration_{iteration}"

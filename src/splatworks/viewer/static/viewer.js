@@ -148,7 +148,7 @@ function poseFromBounds(mesh) {
 }
 
 function applyPose(pose) {
-  // mutated
+  if (!camera.up.equals(pose.up)) makeControls(pose.up);
   camera.fov = pose.fov; camera.near = pose.near; camera.far = pose.far;
   camera.updateProjectionMatrix();
   camera.position.copy(pose.position);
