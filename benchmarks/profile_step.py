@@ -14,6 +14,15 @@ import torch
 
 
 def profile(scene, result, config, steps: int = 300) -> dict[str, Any]:
+    """Phase timings for packed and unpacked gsplat layouts, plus torch.profiler's top kernels (printed)."""
+    out = {}
+    for packed in (True, False):
+        out["packed" if packed else "unpacked"] = _profile(scene, result, config, steps, packed,
+                                                           table=(packed == config.packed))
+    return out
+
+
+def _profile(scene, result, config, steps: int, packed: bool, table: bool) -> dict[str, Any]:
     from splatworks.splat import io as sio
     from splatworks.splat.data import load_views
     from splatworks.splat.gaussians import params_from_tensors
@@ -35,7 +44,7 @@ def profile(scene, result, config, steps: int = 300) -> dict[str, Any]:
         mark = (lambda k: ev[k].record()) if ev else (lambda k: None)
         mark(0)
         out = render(params, views.viewmats[i:i + 1], views.Ks[i:i + 1], w, h, config.sh_degree, bg,
-                     packed=config.packed)
+                     packed=packed)
         out.info.means2d.retain_grad()
         mark(1)
         loss = photometric_loss(out.colors, views.target(i), config.ssim_weight)
@@ -51,6 +60,9 @@ def profile(scene, result, config, steps: int = 300) -> dict[str, Any]:
         g = torch.zeros(len(params["means"]), device=dev)
         if out.info.gaussian_ids is not None:
             g.index_add_(0, out.info.gaussian_ids, out.info.means2d.grad.norm(dim=-1))
+        else:
+            sel = (out.info.radii > 0).all(dim=-1)
+            g.index_add_(0, torch.where(sel)[1], out.info.means2d.grad[sel].norm(dim=-1))
         mark(5)
 
     for i in range(20):
@@ -69,6 +81,14 @@ def profile(scene, result, config, steps: int = 300) -> dict[str, Any]:
         step(i % len(views), None)
     torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - t) * 1000 / steps
+    if table:
+        from torch.profiler import ProfilerActivity, profile as tprofile
+
+        with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(30):
+                step(i % len(views), None)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
     return {"num_gaussians": len(params["means"]), "steps": steps, "gpu_ms_per_phase": gpu_ms,
             "gpu_ms_sum": sum(gpu_ms.values()), "wall_ms_per_step_unsynced": wall_ms,
             "it_per_s": 1000.0 / wall_ms}

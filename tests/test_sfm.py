@@ -206,6 +206,43 @@ def test_pose_check_finds_and_corrects_a_flipped_group() -> None:
     assert none == []
 
 
+def test_repair_registers_a_flipped_group_again(scenes, cli_run, tmp_path: Path) -> None:
+    """The worker's check-and-repair on a real model whose two neighbouring views were turned by 178 deg."""
+    import pycolmap
+
+    from splatworks.config import to_dict
+    from splatworks.sfm import worker
+
+    work = cli_run[0]
+    shutil.copy(work / "database.db", tmp_path / "database.db")
+    rec = pycolmap.Reconstruction(str(work / "sparse_raw" / "0"))
+    flip = _rot([0.2, 1.0, 0.1], 178.0)
+    moved = ["view_006.png", "view_007.png"]
+    for name in moved:
+        image = rec.find_image_with_name(name)
+        pose = np.asarray(image.cam_from_world().matrix())
+        pose[:3, :3] = pose[:3, :3] @ flip
+        rec.frame(image.frame_id).rig_from_world = pycolmap.Rigid3d(pose)
+    gt = Scene.load(scenes["main"] / "gt")
+
+    def correct(model) -> int:
+        est = {model.images[i].name: np.vstack([model.images[i].cam_from_world().matrix(), [0, 0, 0, 1]])
+               for i in model.reg_image_ids()}
+        from splatworks.sfm.quality import evaluate_poses
+
+        return evaluate_poses(est, {c.name: c.world_to_camera for c in gt.cameras}).correct
+
+    assert correct(rec) == N_MAIN - 2
+    notes: list[str] = []
+    cfg = to_dict(SfmConfig(num_threads=2))
+    repaired, still = worker._check_and_repair(pycolmap, cfg, rec, tmp_path / "database.db", work / "input",
+                                               tmp_path, N_MAIN, notes)
+    assert still == []
+    assert any("2 image(s) were misplaced (view_006.png, view_007.png)" in n and "2 placed back" in n
+               for n in notes), notes
+    assert correct(repaired) == N_MAIN
+
+
 @pytest.mark.data
 def test_lego_ground_truth_reader(shared_data: Path) -> None:
     gt = poses_from_transforms(shared_data / "nerf_synthetic_lego" / "transforms_train.json")

@@ -46,7 +46,7 @@ async function run(c) {
     case "wait":
       await page.waitForFunction(c.expr, null, { timeout: c.timeout_ms ?? 30000, polling: 100 });
       return true;
-    case "screenshot": await page.screenshot({ path: c.path }); return c.path;
+    case "screenshot": await page.screenshot({ path: c.path, timeout: c.timeout_ms ?? 120000 }); return c.path;
     case "setInputFiles": await page.setInputFiles(c.selector, c.files); return true;
     case "click": await page.click(c.selector); return true;
     case "text": return await page.textContent(c.selector);

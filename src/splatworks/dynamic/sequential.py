@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from splatworks.config import from_dict, option, to_dict, to_json
+from splatworks.config import from_dict, option, to_json
+from splatworks.depth.losses import DepthDistillation
 from splatworks.dynamic.dataset import DynamicDataset
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
@@ -300,26 +301,6 @@ def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius
     return torch.optim.Adam(groups, eps=1e-15)
 
 
-class DepthDistillation:
-    """Distilled depth of a static model (``all_depth.npy``) as a loss on the rendered expected depth.
-
-    ``maps[c]`` is (H, W) camera-z depth in world units for training camera c (0 = unknown). The loss is the mean
-    relative L1 error ``|D - D*| / D*`` over valid pixels that are static (or all valid pixels).
-    """
-
-    def __init__(self, maps: list[torch.Tensor], weight: float, everywhere: bool) -> None:
-        self.maps, self.weight, self.everywhere = maps, weight, everywhere
-
-    def loss(self, depth: torch.Tensor, cam: int, static: torch.Tensor) -> torch.Tensor:
-        target = self.maps[cam]
-        valid = target > 0
-        if not self.everywhere:
-            valid = valid & static
-        if not bool(valid.any()):
-            return depth.sum() * 0.0
-        return self.weight * ((depth[valid] - target[valid]).abs() / target[valid]).mean()
-
-
 def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: SequentialConfig, *, iterations: int,
                    radius: float, lr_means: float, background: torch.Tensor, rng: np.random.Generator,
                    anchor: torch.Tensor | None = None, frozen: torch.Tensor | None = None,
@@ -355,7 +336,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             is_static = static_in_view(params["means"], views.viewmats[c], views.Ks[c], views.static[c])
             # Displacements in scene radii, so the weight means the same in any SfM scale.
             sl = static_constraint_loss(params["means"] / radius, anchor / radius, is_static)
-            stats.static_loss_end = float(sl)
+            stats.static_loss_end = float(sl.detach())
             loss = loss + cfg.static_loss_weight * sl
         if distill is not None and depth is not None:
             loss = loss + distill.loss(depth, c, views.static[c])
@@ -583,12 +564,29 @@ def _init_first_frame(dataset: DynamicDataset, frame: int, cfg: SequentialConfig
 
 def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
                              device: torch.device, progress: ProgressFn | None) -> torch.nn.ParameterDict | None:
-    """Frame 0 with the static trainer (densification); None when it is not available."""
+    """Frame 0 with the static trainer (3DGS densification); None when splat.trainer is not installed.
+
+    The whole frame is trained (masks are not passed: the moving people belong to frame 0 too); held-out cameras
+    stay held out. The trainer's own output (checkpoint, metrics.json) lands in ``OUT/frame0_static``.
+    """
     try:
-        from splatworks.dynamic import first_frame
+        from splatworks.splat import io as sio
+        from splatworks.splat.gaussians import params_from_tensors
+        from splatworks.splat.trainer import TrainConfig, train
     except ImportError:
         return None
-    return first_frame.train_static_frame(dataset, frame, out_dir, cfg, device, progress)
+    scene = dataset.scene_at(frame)
+    scene.cameras = [replace(c, mask_name=None, world_to_camera=c.world_to_camera.copy()) for c in scene.cameras]
+    n = cfg.iterations_first_frame
+    tc = TrainConfig(iterations=n, checkpoint_steps=(n,), sh_degree=cfg.sh_degree,
+                     sh_degree_interval=max(1, min(1000, n // 8)), refine_start=min(500, n // 10),
+                     refine_stop=max(1, n // 2), reset_every=3000 if n > 6000 else 0, hold_out_every=0,
+                     init_num_random=cfg.num_random_points, device=str(device), backend=cfg.backend,
+                     seed=cfg.seed, eval_lpips=False, save_splat=False,
+                     background=tuple(dataset.rig.background) if dataset.rig.background else None)
+    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=True)
+    folder = res.checkpoint or sio.latest_checkpoint(out_dir / "frame0_static")[1]  # type: ignore[index]
+    return params_from_tensors(sio.read_ply(Path(folder) / "point_cloud.ply"), device)
 
 
 def _resume(out_dir: Path, frames_done: list[int], device: torch.device) -> _Chain:

@@ -34,6 +34,7 @@ log = logging.getLogger("splatworks.service.executor")
 
 # Job function per kind: "module:function", called as fn(job_dir, job_config: dict, progress) in the worker.
 JOB_FUNCTIONS: dict[str, str] = {"static": "splatworks.service.executor:run_static_kind"}
+WORKER_NICE = 10
 
 
 class Executor(ABC):
@@ -82,6 +83,7 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
     if os.getppid() != parent_pid:  # the server died before prctl took effect
         os._exit(1)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+    os.nice(WORKER_NICE)  # the API process keeps answering promptly while jobs use every core
     import json
 
     from splatworks.errors import UserError
@@ -270,6 +272,10 @@ class LocalExecutor(Executor):
 def make_executor(settings: ServiceSettings, store: JobStore) -> Executor:
     if settings.executor == "local":
         return LocalExecutor(settings, store)
+    if settings.executor == "ray":
+        from splatworks.service.ray_executor import RayExecutor
+
+        return RayExecutor(settings, store)
     raise ValueError(f"unknown executor {settings.executor!r}")
 
 

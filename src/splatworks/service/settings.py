@@ -48,8 +48,17 @@ class ServiceSettings:
     port: int = option(8000, "TCP port to listen on.")
     data_dir: Path = option(Path("data"), "Folder for job data and the database (relative to the current folder).")
     database_url: str = option("", "Job database URL; empty = sqlite:///{data_dir}/splatworks.db.")
-    executor: str = option("local", "Where jobs run: 'local' worker processes on this machine.",
-                           choices=("local",))
+    executor: str = option("local", "Where jobs run: 'local' worker processes on this machine, or 'ray' tasks on "
+                                    "a Ray cluster (needs a postgresql:// database_url).", choices=("local", "ray"))
+    # Cluster settings (executor 'ray'; see the README's "Running on a cluster").
+    ray_address: str = option("", "Ray cluster address HEAD_IP:6379 for --executor ray (empty: RAY_ADDRESS or a "
+                                  "cluster started on this machine).")
+    ray_gpus_per_job: float = option(1.0, "GPUs each job's Ray task asks for (executor 'ray').")
+    storage_url: str = option("", "Job storage for checkpoints: empty = the jobs folder (a shared filesystem on a "
+                                  "cluster), or s3://bucket/prefix[?endpoint_url=...].")
+    heartbeat_seconds: float = option(5.0, "A running job's worker writes a heartbeat this often (executor 'ray').")
+    heartbeat_timeout_seconds: float = option(60.0, "A running job whose heartbeat is older than this is requeued "
+                                                    "as a new attempt (executor 'ray').")
     max_concurrent_jobs: int = option(2, "At most this many jobs run at once; the rest wait in order (PENDING).")
     api_token: str = option("", "If set, creating jobs and admin routes need 'Authorization: Bearer TOKEN'.")
     train_preset: str = option("default", "Training preset for new jobs (default, fast, or tiny for tests).")
@@ -84,8 +93,13 @@ class ServiceSettings:
             problems.append("api_token is shorter than 16 characters; use a long random token, e.g. the output "
                             "of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
         url = self.resolved_database_url
-        if not url.startswith("sqlite:///"):
-            problems.append(f"database_url={url!r}: only sqlite:///PATH is supported by this build.")
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            problems.append(f"database_url={url!r}: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB.")
+        if self.executor == "ray" and url.startswith("sqlite:///"):
+            problems.append("executor 'ray' runs jobs on other machines: they need a shared database, "
+                            "--database-url postgresql://USER:PASSWORD@HOST:PORT/DB.")
+        if self.executor == "ray" and not 0 < self.heartbeat_seconds * 3 <= self.heartbeat_timeout_seconds:
+            problems.append("heartbeat_timeout_seconds must be at least 3 x heartbeat_seconds (and both positive).")
         if self.train_iterations is not None and self.train_iterations < 1:
             problems.append("train_iterations must be at least 1 (or unset to use the preset).")
         lim = self.limits

@@ -146,7 +146,11 @@ def open_store(url: str) -> JobStore:
     """The store for a database URL (``sqlite:///path``)."""
     if url.startswith("sqlite:///"):
         return SqliteJobStore(Path(url[len("sqlite:///"):]))
-    raise UserError(f"database URL {url!r} is not supported; use sqlite:///PATH")
+    if url.startswith(("postgresql://", "postgres://")):
+        from splatworks.service.store_postgres import PostgresJobStore
+
+        return PostgresJobStore(url)
+    raise UserError(f"database URL {url!r} is not supported; use sqlite:///PATH or postgresql://...")
 
 
 class SqliteJobStore(JobStore):

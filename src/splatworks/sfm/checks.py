@@ -11,7 +11,8 @@ The check, on rotations only (two-view translation directions are unreliable for
 
 1. Edge error: ``e_ij = angle(R_j R_i^T R*_ij^T)`` for registered images i, j (world_to_camera rotations R).
 2. Components of the graph of *strong consistent* edges (``e_ij < max_deg`` and ``inliers >= strong``): the
-   largest component is the trusted main part of the model.
+   largest component seeds the trusted main part of the model, which then absorbs every component whose
+   edges to it agree more than they disagree (inlier-weighted).
 3. Every other component is judged by all its verified edges to the main part: when the inliers of
    disagreeing edges outweigh those of agreeing ones (by ``ratio``, 2 by default), it is *misplaced*.
 4. Repair: a misplaced component moved rigidly keeps its internal geometry, so its true rotations are
@@ -63,24 +64,39 @@ def angle_deg(R: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
 
 
-def read_edges(db_path: str | Path, min_inliers: int = 15) -> list[Edge]:
-    """Verified pairs with a relative pose (``compute_relative_pose`` on) and at least ``min_inliers``."""
+def read_edges(db_path: str | Path, min_inliers: int = 15, model: Any = None) -> list[Edge]:
+    """Verified pairs with a relative pose and at least ``min_inliers`` inliers.
+
+    With ``model`` (a pycolmap Reconstruction), pairs between its registered images get their relative pose
+    recomputed from the stored geometry with the model's calibrated cameras: at matching time COLMAP only has
+    a guessed focal length (1.2 x the image size), which bends the relative rotations by degrees.
+    """
     import pycolmap
 
     db = pycolmap.Database.open(str(db_path))
     try:
         pair_ids, geoms = db.read_two_view_geometries()
+        with_pose = {int(pycolmap.TwoViewGeometryConfiguration.__members__[n]) for n in
+                     ("CALIBRATED", "UNCALIBRATED", "PLANAR", "PANORAMIC", "PLANAR_OR_PANORAMIC")}
+        registered = set(model.reg_image_ids()) if model is not None else set()
+        keypoints: dict[int, np.ndarray] = {}
+        edges = []
+        for pid, g in zip(pair_ids, geoms):
+            n = len(g.inlier_matches)
+            if n < min_inliers or int(g.config) not in with_pose:
+                continue
+            i, j = (int(k) for k in pycolmap.pair_id_to_image_pair(pid))
+            if i in registered and j in registered:
+                for k in (i, j):
+                    if k not in keypoints:
+                        keypoints[k] = np.asarray(db.read_keypoints(k)[:, :2], dtype=np.float64)
+                cam_i = model.cameras[model.images[i].camera_id]
+                cam_j = model.cameras[model.images[j].camera_id]
+                if not pycolmap.estimate_two_view_geometry_pose(cam_i, keypoints[i], cam_j, keypoints[j], g):
+                    continue
+            edges.append(Edge(i, j, n, np.asarray(g.cam2_from_cam1.rotation.matrix(), dtype=np.float64)))
     finally:
         db.close()
-    with_pose = {int(pycolmap.TwoViewGeometryConfiguration.__members__[n]) for n in
-                 ("CALIBRATED", "UNCALIBRATED", "PLANAR", "PANORAMIC", "PLANAR_OR_PANORAMIC")}
-    edges = []
-    for pid, g in zip(pair_ids, geoms):
-        n = len(g.inlier_matches)
-        if n < min_inliers or int(g.config) not in with_pose:
-            continue
-        i, j = pycolmap.pair_id_to_image_pair(pid)
-        edges.append(Edge(int(i), int(j), n, np.asarray(g.cam2_from_cam1.rotation.matrix(), dtype=np.float64)))
     return edges
 
 
@@ -128,17 +144,34 @@ def find_misplaced(edges: list[Edge], rotations: dict[int, np.ndarray], max_deg:
     errors = {(e.i, e.j): edge_error(e, rotations) for e in live}
     links = [(e.i, e.j) for e in live if e.inliers >= strong and errors[(e.i, e.j)] < max_deg]
     comps = _components(nodes, links)
-    main = set(comps[0]) if comps else set()
-    groups = []
-    for comp in comps[1:]:
-        members = set(comp)
+    if not comps:
+        return [], []
+
+    def tally(members: set[int], core: set[int]) -> tuple[int, int]:
         good = bad = 0
         for e in live:
-            if (e.i in members and e.j in main) or (e.j in members and e.i in main):
+            if (e.i in members and e.j in core) or (e.j in members and e.i in core):
                 if errors[(e.i, e.j)] < max_deg:
                     good += e.inliers
                 else:
                     bad += e.inliers
+        return good, bad
+
+    # Grow the core with components that agree with it (correct parts linked only by weaker pairs, e.g. the
+    # two ends of an arc of views whose middle is misplaced).
+    main, rest = set(comps[0]), [set(c) for c in comps[1:]]
+    grown = True
+    while grown:
+        grown = False
+        for comp in list(rest):
+            good, bad = tally(comp, main)
+            if good > 0 and good >= bad:
+                main |= comp
+                rest.remove(comp)
+                grown = True
+    groups = []
+    for comp in rest:
+        good, bad = tally(comp, main)
         if bad > ratio * good:
             groups.append(MisplacedGroup(image_ids=sorted(comp), agreeing=good, disagreeing=bad))
     return sorted(main), groups

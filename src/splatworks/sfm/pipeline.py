@@ -4,8 +4,9 @@
 
     WORK_DIR/
       input/                 prepared copies of the photos (EXIF rotation applied, RGBA composited on background)
-      database.db            COLMAP features, matches and two-view geometries
+      database.db            COLMAP features, matches and two-view geometries (minus pairs the pose check cut)
       sparse_raw/N/          every model COLMAP built (it splits when images do not connect)
+      sparse_repair/         the model after the pose check re-registered misplaced images (when it did)
       sparse/0/              the kept model after undistortion (binary cameras/images/points3D, PINHOLE)
       images/                undistorted images: what training reads
       scene.json, points.npz the Scene (OpenCV world_to_camera, PINHOLE intrinsics); meta["sfm"] has the report
@@ -15,10 +16,14 @@
 The input folder is never modified. pycolmap runs in a spawned worker process (``splatworks.sfm.worker``) so a
 native crash surfaces as an error here instead of killing the caller; its progress comes back as events with
 stages ``sfm.prepare``, ``sfm.extract``, ``sfm.match``, ``sfm.map``, ``sfm.check``, ``sfm.undistort``.
+Call it from code guarded by ``if __name__ == "__main__":`` (the worker is started with multiprocessing's
+spawn method, which re-imports the main module).
 
-Beyond COLMAP's defaults: every registered pose is checked against the two-view geometries of its matched
-pairs (``splatworks.sfm.checks``); images whose pose contradicts most of their well-supported pairs, such as a
-cluster registered onto a symmetric part of the object, are dropped (or only flagged) and reported.
+Beyond COLMAP's defaults: every registered pose is checked against the relative rotations of its verified
+pairs (``splatworks.sfm.checks``). A group of images whose poses contradict their pairs to the rest of the model
+(on lego, 6 neighbouring views registered onto the mirrored side) is repaired: the pairs that contradict the
+corrected poses are removed from the database and the group is registered again. Images still misplaced after
+that are dropped (or, with ``--no-drop-misplaced``, kept and flagged) and reported in ``meta["sfm"]``.
 """
 
 from __future__ import annotations

@@ -157,9 +157,15 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
 
     registered = sorted(best.images[i].name for i in best.reg_image_ids())
     reg_set = set(registered)
+    elsewhere = {rec.images[i].name for idx, rec in models.items() if idx != sizes[0][1]
+                 for i in rec.reg_image_ids()}
+    already = {d["name"] for d in dropped}
     for name in names:
-        if name not in reg_set and not any(d["name"] == name for d in dropped):
-            dropped.append({"name": name, "reason": "not registered (too few matches to the model)"})
+        if name in reg_set or name in already:
+            continue
+        reason = ("in a smaller separate model: no matches connect it to the kept one" if name in elsewhere
+                  else "not registered: too few matches to the model")
+        dropped.append({"name": name, "reason": reason})
     min_needed = max(int(cfg["min_registered"]), int(np.ceil(float(cfg["min_registered_fraction"]) * len(names))))
     if len(registered) < min_needed:
         raise _too_few(len(registered), len(names), f"only {len(registered)} images could be placed")
@@ -241,7 +247,7 @@ def _check_and_repair(pycolmap: Any, cfg: dict[str, Any], rec: Any, db_path: Pat
     max_deg = float(cfg["pose_check_max_deg"])
 
     def find(model: Any) -> tuple[list[int], list[Any], list[Any], dict[int, Any]]:
-        edges = checks.read_edges(db_path, min_inliers=int(cfg["min_num_inliers"]))
+        edges = checks.read_edges(db_path, min_inliers=int(cfg["min_num_inliers"]), model=model)
         rots = checks.model_rotations(model)
         strong = checks.strong_threshold(edges, int(cfg["pose_check_strong_inliers"]))
         main, groups = checks.find_misplaced(edges, rots, max_deg=max_deg, strong=strong,

@@ -48,8 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif ev.message:
             bar.set_description(ev.message)
 
+    from splatworks.depth.losses import DepthConfig, sparse_depth_loss_for  # --depth sparse (issue 8)
+    from splatworks.splat.trainer import pick_device
+
+    depth_loss = sparse_depth_loss_for(scene, Path(args.scene), from_args(DepthConfig, args), config.iterations,
+                                       pick_device(config.device))
     try:
-        result = train(scene, Path(args.out), config, progress=progress, resume=not args.restart)
+        result = train(scene, Path(args.out), config, progress=progress, resume=not args.restart,
+                       extra_losses=[depth_loss] if depth_loss is not None else None)
     finally:
         bar.close()
     m = result.metrics
@@ -110,6 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="default: 30k iterations, checkpoints at 10k/20k/30k; fast: a quick look")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints in OUT and start over")
     add_arguments(p, TrainConfig)
+    from splatworks.depth.losses import DepthConfig
+
+    add_arguments(p, DepthConfig)  # --depth sparse, --depth-weight ... (splatworks.depth)
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("export", help="convert Gaussians between .ply (3DGS) and .splat (antimatter15)",

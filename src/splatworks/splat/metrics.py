@@ -40,11 +40,17 @@ def _window_1d(size: int, sigma: float, device: str, dtype: torch.dtype) -> torc
 
 
 def _blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, Ch, H, W) with zero padding ('same' size, as 3DGS's conv2d SSIM)."""
+    """Separable Gaussian blur of (B, Ch, H, W) with zero padding ('same' size, as 3DGS's conv2d SSIM).
+
+    The channels are folded into the batch so that both passes are plain single-filter convolutions
+    (grouped convolutions with a handful of groups are several times slower in cuDNN).
+    """
     g = _window_1d(size, sigma, str(x.device), x.dtype)
-    ch = x.shape[1]
-    x = F.conv2d(x, g.view(1, 1, 1, size).expand(ch, 1, 1, size), padding=(0, size // 2), groups=ch)
-    return F.conv2d(x, g.view(1, 1, size, 1).expand(ch, 1, size, 1), padding=(size // 2, 0), groups=ch)
+    b, ch, h, w = x.shape
+    x = x.reshape(b * ch, 1, h, w)
+    x = F.conv2d(x, g.view(1, 1, 1, size), padding=(0, size // 2))
+    x = F.conv2d(x, g.view(1, 1, size, 1), padding=(size // 2, 0))
+    return x.reshape(b, ch, h, w)
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:

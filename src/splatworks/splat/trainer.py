@@ -361,7 +361,9 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     optimizers["means"].param_groups[0]["lr"] = lr
     w, h = views.sizes[idx]
     sh_degree = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
-    out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg,
+    # Extra losses that read the rendered depth (depth supervision) set ``needs_depth = True``.
+    mode = "RGB+D" if any(getattr(e, "needs_depth", False) for e in extra_losses or ()) else "RGB"
+    out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg, mode=mode,
                  backend=config.backend, packed=config.packed, absgrad=config.absgrad)  # type: ignore[arg-type]
     gt = views.target(idx)
     loss = photometric_loss(out.colors, gt, config.ssim_weight)

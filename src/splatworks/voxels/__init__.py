@@ -15,8 +15,8 @@ __all__ = ["MixVoxelsConfig", "PRESETS", "preset", "train_mixvoxels", "render_vi
            "load_model", "MixVoxelsResult"]
 
 _LAZY = {"train_mixvoxels": "splatworks.voxels.train", "load_model": "splatworks.voxels.train",
-         "MixVoxelsResult": "splatworks.voxels.train", "render_video": "splatworks.voxels.evaluate",
-         "evaluate": "splatworks.voxels.evaluate", "DepthTargets": "splatworks.voxels.data"}
+         "MixVoxelsResult": "splatworks.voxels.train", "render_video": "splatworks.voxels.evaluation",
+         "evaluate": "splatworks.voxels.evaluation", "DepthTargets": "splatworks.voxels.data"}
 
 
 def __getattr__(name: str) -> Any:

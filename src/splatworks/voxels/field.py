@@ -95,8 +95,9 @@ class ColorDecoder(nn.Module):
         return torch.sigmoid(self.net(torch.cat([feats, positional_encoding(dirs, self.view_frequencies)], -1)))
 
 
-# Density activation: softplus(raw + shift); a negative shift starts the scene nearly empty (TensoRF's choice).
-DENSITY_SHIFT = -5.0
+# Density activation: softplus(raw + shift); a negative shift starts the scene nearly empty (TensoRF's choice),
+# below the occupancy threshold, so cells that no ray ever fills are skipped after the first occupancy update.
+DENSITY_SHIFT = -8.0
 
 
 class MixVoxelField(nn.Module):

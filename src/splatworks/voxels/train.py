@@ -261,6 +261,7 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
         start_it = int(ckpt["iteration"])
         gen.set_state(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
+        to_json(cfg, out / "config.json")  # the settings of the latest run (shape settings are unchanged)
         log.info("resuming %s from iteration %d", out, start_it)
     else:
         rig_cams = [dataset.rig.camera(n) for n in dataset.train_camera_names]
@@ -286,7 +287,7 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
     it = start_it
     for it in range(start_it + 1, cfg.iterations + 1):
         for up_it, res in schedule:
-            if it == up_it:
+            if it == up_it and res > model.field.static_density.res:
                 model.field.upsample(res)
                 optim = _make_optimizer(model, cfg)
         if not model.split_active and it > cfg.split_after:
@@ -300,7 +301,10 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
         rays_o, rays_d = data.rays(batch["cam"], batch["col"], batch["row"])
         r = model.render(rays_o, rays_d, batch["time"], train=True)
         mse = ((r["rgb"] - batch["rgb"]) ** 2).mean()
-        loss = mse + cfg.variance_weight * ((r["variance"] - batch["std"]) ** 2).mean()
+        loss = mse
+        # the variance field learns once the first geometry has formed (foggy weights would smear it)
+        if it > cfg.split_after // 2:
+            loss = loss + cfg.variance_weight * ((r["variance"] - batch["std"]) ** 2).mean()
         if len(r["variance_samples"]):
             loss = loss + cfg.variance_sparsity * r["variance_samples"].mean()
         if cfg.tv_weight > 0:
@@ -315,7 +319,7 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        loss_val, psnr_val = float(loss.detach()), -10.0 * math.log10(max(float(mse), 1e-10))
+        loss_val, psnr_val = float(loss.detach()), -10.0 * math.log10(max(mse.item(), 1e-10))
 
         if it % cfg.occupancy_every == 0 and it < cfg.iterations:
             model.update_occupancy()

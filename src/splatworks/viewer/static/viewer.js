@@ -213,7 +213,8 @@ function describe(info) {
   const status = String(info.status || "unknown").toLowerCase();
   if (FAILED.has(status)) return `Failed${info.stage ? ` during ${info.stage}` : ""}`;
   if (FINISHED.has(status)) return "Finished";
-  let text = `${status[0].toUpperCase()}${status.slice(1)}${info.stage ? `: ${info.stage}` : ""}`;
+  const label = status === "pending" ? "Queued" : `${status[0].toUpperCase()}${status.slice(1)}`;
+  let text = `${label}${info.stage ? `: ${info.stage}` : ""}`;
   if (info.iteration != null && info.total) text += ` · iteration ${info.iteration} / ${info.total}`;
   return text;
 }
@@ -364,6 +365,11 @@ function onInfo(info) {
   const status = String(info.status || "").toLowerCase();
   showStatus(describe(info), FINISHED.has(status) || FAILED.has(status) ? null : (info.percent ?? null));
   showDownloads(info.files);
+  if (state.error === "failed" && !FAILED.has(status)) {  // the job was retried
+    state.error = null;
+    showMessage(null);
+    if (state.phase === "failed") setPhase(current ? "ready" : "waiting");
+  }
   if (FAILED.has(status)) {
     state.error = "failed";
     showMessage(`This reconstruction failed${info.stage ? ` during ${info.stage}` : ""}: ` +

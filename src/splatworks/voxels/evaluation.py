@@ -1,70 +1,34 @@
 """Rendering videos from a trained MixVoxels model, and the held-out-camera metrics.
 
-Metrics (the same definitions as the Gaussian backend's, issue 7):
-- PSNR and SSIM per frame of the held-out camera (SSIM: 11x11 Gaussian window, sigma 1.5, on RGB in [0, 1]).
+The metrics are the Gaussian backend's own functions (``splat.metrics.psnr/ssim``,
+``dynamic.metrics4d.background_flicker/psnr_drift``), so the two backends are scored identically, and the result
+dict uses the same keys as ``dynamic.metrics4d.evaluate_sequence``:
+- PSNR and SSIM per frame of the held-out camera (SSIM: 11x11 Gaussian window, sigma 1.5, RGB in [0, 1]);
+  PSNR over static pixels only.
 - background flicker: mean over static pixels of the temporal std of the rendered video, minus the same for the
-  ground-truth video (RGB in [0, 1]; 1/255 = one grey level). Static pixels: white in every frame's mask, or,
-  without masks, GT temporal std below 2/255.
+  ground-truth video (RGB in [0, 1]; ``flicker_levels`` = x 255). Static pixels: white in every frame's mask
+  (all pixels when the camera has no masks).
 - drift: slope of per-frame PSNR against frame index (dB/frame, least squares).
+The ground truth is compared at the model's training resolution (frames resized with area filtering).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.dynamic.metrics4d import background_flicker, psnr_drift
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.scene.camera import Camera
+from splatworks.splat.metrics import mse_to_psnr, psnr, ssim
 from splatworks.voxels.data import load_mask, load_rgb
 from splatworks.voxels.train import MixVoxelsModel, load_model
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images (H, W, 3) in [0, 1]."""
-    mse = float(((a - b) ** 2).mean())
-    return -10.0 * math.log10(max(mse, 1e-10))
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM of two images (H, W, 3) in [0, 1] (Gaussian window 11, sigma 1.5, per channel)."""
-    x = a.permute(2, 0, 1)[None].double()
-    y = b.permute(2, 0, 1)[None].double()
-    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
-    g = (g / g.sum())
-    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
-
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, win, groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
-def flicker(rendered: np.ndarray, truth: np.ndarray, static: np.ndarray) -> float:
-    """Mean temporal std over static pixels of ``rendered`` minus that of ``truth``.
-
-    rendered, truth: (T, H, W, 3) float in [0, 1]; static: (H, W) bool."""
-    if not static.any():
-        return float("nan")
-    return float(rendered.std(axis=0).mean(-1)[static].mean() - truth.std(axis=0).mean(-1)[static].mean())
-
-
-def drift(per_frame_psnr: list[float]) -> float:
-    """Least-squares slope of PSNR over frame index (dB/frame); 0 for a single frame."""
-    if len(per_frame_psnr) < 2:
-        return 0.0
-    return float(np.polyfit(np.arange(len(per_frame_psnr)), np.asarray(per_frame_psnr), 1)[0])
 
 
 def resolve_camera(model_rig, camera: str | int | Camera) -> Camera:
@@ -137,8 +101,9 @@ def evaluate(out_dir: str | Path, dataset: DynamicDataset, cameras: list[str] | 
              progress: ProgressFn | None = None, device: str = "auto", save_video: bool = True) -> dict[str, Any]:
     """Metrics on the held-out camera(s) over the trained frames; written to ``out_dir/metrics.json``.
 
-    Returns ``{"cameras": {name: {psnr, ssim (per frame lists), mean_psnr, mean_ssim, flicker, drift}},
-    "mean_psnr", "mean_ssim", "flicker", "drift"}`` (the last four averaged over cameras)."""
+    Returns the first camera's ``{"camera", "frames", "psnr": [...], "ssim": [...], "psnr_static": [...],
+    "psnr_mean", "ssim_mean", "psnr_static_mean", "flicker", "flicker_levels", "drift_db_per_frame",
+    "static_pixel_fraction"}`` (as ``evaluate_sequence``) plus ``"cameras": {name: the same}`` for all."""
     model, rig, ckpt = load_model(out_dir, device)
     frames: list[int] = list(ckpt["frames"])
     names = cameras or list(dataset.test_cameras)
@@ -151,19 +116,23 @@ def evaluate(out_dir: str | Path, dataset: DynamicDataset, cameras: list[str] | 
         rendered = render_frames(model, cam, len(frames), progress)
         truth = np.stack([load_rgb(dataset.image_path(name, f), size) for f in frames]).astype(np.float32) / 255.0
         masks = [load_mask(dataset.mask_path(name, f), size) for f in frames]
-        if all(m is not None for m in masks):
-            static = np.logical_and.reduce(masks)
-        else:
-            static = truth.std(axis=0).mean(-1) < 2.0 / 255.0
-        ps = [psnr(torch.from_numpy(r), torch.from_numpy(g)) for r, g in zip(rendered, truth)]
-        ss = [ssim(torch.from_numpy(r), torch.from_numpy(g)) for r, g in zip(rendered, truth)]
-        per_cam[name] = {"psnr": ps, "ssim": ss, "mean_psnr": float(np.mean(ps)), "mean_ssim": float(np.mean(ss)),
-                         "flicker": flicker(rendered, truth, static), "drift": drift(ps),
-                         "static_pixel_share": float(static.mean())}
+        masks = [m if m is not None else np.ones((cam.height, cam.width), bool) for m in masks]
+        static = np.logical_and.reduce(masks)
+        ps, ss, pst = [], [], []
+        for r, g, m in zip(rendered, truth, masks):
+            rt, gt = torch.from_numpy(r), torch.from_numpy(g)
+            ps.append(float(psnr(rt, gt)))
+            ss.append(float(ssim(rt, gt)))
+            pst.append(mse_to_psnr(float(((r - g) ** 2)[m].mean())) if m.any() else float("nan"))
+        fl = background_flicker(rendered, truth, static)
+        per_cam[name] = {"camera": name, "frames": frames, "psnr": ps, "ssim": ss, "psnr_static": pst,
+                         "psnr_mean": float(np.mean(ps)), "ssim_mean": float(np.mean(ss)),
+                         "psnr_static_mean": float(np.nanmean(pst)) if np.isfinite(pst).any() else float("nan"),
+                         "flicker": fl, "flicker_levels": fl * 255.0, "drift_db_per_frame": psnr_drift(ps),
+                         "static_pixel_fraction": float(static.mean())}
         if save_video:
             write_mp4(rendered, Path(out_dir) / f"render_{name}.mp4", float(rig.meta.get("fps", dataset.fps)))
-    result = {"cameras": per_cam, "frames": frames,
-              **{k: float(np.mean([v[k] for v in per_cam.values()]))
-                 for k in ("mean_psnr", "mean_ssim", "flicker", "drift")}}
+    first = per_cam[names[0]]
+    result = {**first, "cameras": per_cam}
     (Path(out_dir) / "metrics.json").write_text(json.dumps(result, indent=1))
     return result
