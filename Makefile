@@ -9,12 +9,12 @@ PY := $(VENV)/bin/python
 # On the CPU development/CI machines this resolves to a local CPU build of torch; an unpinned torch would
 # pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= test
+EXTRAS ?= test,cluster
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install viewer browser serve test clean
+.PHONY: install viewer browser postgres serve test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,16 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# PostgreSQL for the cluster tests (Debian's package; the tests start a throwaway server on loopback).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 serve: install
 	$(VENV)/bin/splatworks serve --host $(HOST) --port $(PORT)
 
-test: install browser
+test: install browser postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

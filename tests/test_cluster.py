@@ -55,8 +55,12 @@ def env(pg, cluster, tmp_path_factory):
     url = pg.new_database("cluster")
     server = ServerProcess(data_dir, "--executor", "ray", "--database-url", url, "--ray-address", c.address,
                            "--heartbeat-seconds", str(HEARTBEAT), "--heartbeat-timeout-seconds",
-                           str(HEARTBEAT_TIMEOUT), "--max-concurrent-jobs", "2", "--log-level", "WARNING")
-    server.start(timeout=120)
+                           str(HEARTBEAT_TIMEOUT), "--max-concurrent-jobs", "2")
+    try:
+        server.start(timeout=120)
+    except BaseException:
+        server.kill()
+        raise
     store = open_store(url)
     yield store, server, data_dir, c, nodes
     server.stop()

@@ -221,6 +221,7 @@ def test_existing_dataset_is_kept_and_cli_runs(rig, tmp_path: Path, capsys) -> N
     assert (out / "dataset.json").read_text() == before
     assert main(args + ["--end-frame", "2", "--overwrite"]) == 0
     assert DynamicDataset.load(out).frames == [0, 1]
+    assert sorted(p.name for p in (out / "images" / "cam01").iterdir()) == ["000000.png", "000001.png"]
 
 
 def test_sam2_segmenter_without_model_says_what_to_do(tmp_path: Path) -> None:

@@ -220,6 +220,18 @@ def test_sigkill_mid_training_then_restart_finishes_everything(tmp_path: Path, p
         for j in (a, b):
             assert _hashes(data / "jobs" / j["job_id"] / "upload") == uploads[j["job_id"]]
         assert client.get("/health").json()["jobs"]["DONE"] == 2
+
+        # A worker killed from outside (the OOM killer, say): its job ends ERROR with the reason; the server
+        # and its published results stay as they were.
+        c = client.post("/recon/jobs", files=multipart_files(photos["images"])).json()
+        st = wait_for(client, c["job_id"], lambda s: any("worker pid" in l for l in s["log_tail"]), timeout=120,
+                      poll=0.1)
+        pid = int(next(l for l in st["log_tail"] if "worker pid" in l).split("worker pid ")[1].rstrip(")"))
+        os.kill(pid, signal.SIGKILL)
+        dead = wait_for(client, c["job_id"], timeout=60)
+        assert dead["status"] == "ERROR" and "worker process died" in dead["error"] and "signal 9" in dead["error"]
+        assert any("worker process died" in l for l in dead["log_tail"])
+        assert client.get("/health").json()["jobs"] == {"PENDING": 0, "RUNNING": 0, "DONE": 2, "ERROR": 1}
         client.close()
     finally:
         srv.kill(signal.SIGKILL)

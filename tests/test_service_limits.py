@@ -185,7 +185,7 @@ def test_oversized_body_is_refused_early(server: ServerProcess) -> None:
 def test_refused_uploads_leave_nothing(server: ServerProcess, client: httpx.Client) -> None:
     test_oversized_body_is_refused_early(server)
     jobs_dir = server.data_dir / "jobs"
-    assert list(jobs_dir.iterdir()) == [], "a refused upload left files behind"
+    assert not [p for p in jobs_dir.iterdir()], "a refused upload left files behind"
     counts = client.get("/health").json()["jobs"]
     assert sum(counts.values()) == 0
 
@@ -247,3 +247,61 @@ def test_store_attempt_guard_and_queue_order(tmp_path: Path) -> None:
     assert store.claim_next().job_id == ids[1]
     assert store.get(ids[2]).status == PENDING
     assert store.log_tail(ids[0], 5) == ["restart"]
+
+
+def test_admin_reimport_serves_a_folder_of_known_splats(server: ServerProcess, client: httpx.Client,
+                                                        tmp_path: Path) -> None:
+    """`splatworks admin reimport FOLDER` (what the viewer tests use) makes a DONE job the running server serves;
+    a job folder whose database row was lost comes back with its old public key."""
+    import subprocess
+    import sys
+
+    from splatworks.splat.io import write_ply, write_splat
+    from splatworks.viewer.testing import random_params, ring_scene
+
+    out = tmp_path / "trained"
+    folder = out / "point_cloud" / "iteration_7000"
+    folder.mkdir(parents=True)
+    params = random_params(64)
+    write_ply(folder / "point_cloud.ply", params)
+    write_splat(folder / "scene.splat", params)
+    ring_scene().save(out)  # scene.json next to the results: the viewer's start camera
+    cmd = [sys.executable, "-m", "splatworks", "admin", "reimport", str(out), "--data-dir", str(server.data_dir)]
+    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    ids = __import__("json").loads(line)
+    info = client.get(f"/recon/pub/{ids['pub_key']}/info").json()
+    assert info["status"] == "DONE" and info["latest_checkpoint"] == 7000 and info["start_camera"]
+    splat = client.get(f"/recon/pub/{ids['pub_key']}/scene.splat")
+    assert splat.status_code == 200 and splat.content == (folder / "scene.splat").read_bytes()
+    assert client.get(ids["viewer_url"]).status_code == 200
+    assert client.get(f"/recon/jobs/{ids['job_id']}/status").json()["status"] == "DONE"
+
+    # Lose the row, keep the folder: reimport (over HTTP, admin token) restores it under the same ids.
+    store = SqliteJobStore(server.data_dir / "splatworks.db")
+    assert store.delete(ids["job_id"])
+    assert client.get(f"/recon/pub/{ids['pub_key']}/info").status_code == 404
+    r = client.post("/recon/admin/reimport").json()
+    assert r["imported"] == [{"job_id": ids["job_id"], "pub_key": ids["pub_key"]}]
+    assert client.get(f"/recon/pub/{ids['pub_key']}/cloud.ply").status_code == 200
+    assert client.delete(f"/recon/jobs/{ids['job_id']}").status_code == 200
+
+
+def test_incomplete_uploads_are_swept_on_start(tmp_path: Path) -> None:
+    """A crash mid-upload leaves a folder without job.json or database row: removed on the next start once old
+    enough; a folder with job.json (a complete upload whose row is missing) is kept for `admin reimport`."""
+    import time as _time
+
+    from splatworks.service.admin import sweep_incomplete_uploads
+    from splatworks.service.settings import ServiceSettings
+
+    settings = ServiceSettings(data_dir=tmp_path)
+    store = SqliteJobStore(tmp_path / "db.sqlite")
+    old, fresh, complete = (settings.jobs_dir / new_id() for _ in range(3))
+    for folder in (old, fresh, complete):
+        (folder / "upload").mkdir(parents=True)
+        (folder / "upload" / "00000.part").write_bytes(b"half a photo")
+    (complete / "job.json").write_text("{}")
+    for folder in (old, complete):
+        os.utime(folder, (_time.time() - 3600,) * 2)
+    assert sweep_incomplete_uploads(settings, store) == [old.name]
+    assert not old.exists() and fresh.exists() and complete.exists()

@@ -49,8 +49,10 @@ def cli_run(scenes: dict[str, Path]) -> tuple[Path, str, dict[str, str]]:
     images = scenes["main"] / "images"
     before = _digest(images)
     work = scenes["root"] / "work_cli"
+    # Sequential matching here (the orbit is in name order); the mixed run below covers exhaustive.
     proc = subprocess.run([sys.executable, "-m", "splatworks", "sfm", str(images), "-o", str(work),
-                           "--num-threads", "2"], capture_output=True, text=True, timeout=300)
+                           "--num-threads", "2", "--matcher", "sequential", "--sequential-overlap", "6"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, proc.stdout, before
 
@@ -71,7 +73,7 @@ def test_cli_poses_match_ground_truth(scenes, cli_run) -> None:
     # Issue 2's bar (1 degree, 1 % of the radius), on every camera of this easy scene, and tighter on average.
     assert report.correct == N_MAIN, report.summary()
     assert report.mean_rotation_error_correct_deg < 0.5, report.summary()
-    assert f"registered {N_MAIN} of {N_MAIN} images" in stdout
+    assert f"registered {N_MAIN} of {N_MAIN} images (sequential matching" in stdout
     assert "mean reprojection error" in stdout and "seconds:" in stdout
 
 
@@ -91,6 +93,7 @@ def test_cli_outputs_and_untouched_input(scenes, cli_run) -> None:
     assert 0 < sfm["mean_reprojection_error"] < 1.0
     assert sfm["num_points"] == len(scene.points) > 200
     assert {"extract", "match", "map", "undistort"} <= set(sfm["seconds"])
+    assert (work / "poses_bounds.npy").is_file() and np.load(work / "poses_bounds.npy").shape == (N_MAIN, 17)
     assert np.isfinite(scene.point_errors).all() and (scene.point_colors.std(axis=0) > 5).all()
 
 
@@ -158,6 +161,31 @@ def test_too_few_images_registered(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "0 of 3 registered" in msg
     assert "overlap" in msg and "blur" in msg and "too few images" in msg
+
+
+def test_cancel_and_native_crash_leave_the_caller_standing(scenes, tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    from splatworks.progress import Cancelled
+
+    def cancel(event) -> None:
+        if event.stage == "sfm.extract":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run_sfm(scenes["other"] / "images", tmp_path / "cancelled", SfmConfig(num_threads=1), progress=cancel)
+    assert not [p for p in multiprocessing.active_children() if p.name == "splatworks-sfm"]
+
+    def crash(event) -> None:  # what a segfault in COLMAP looks like from here
+        if event.stage == "sfm.extract":
+            for p in multiprocessing.active_children():
+                if p.name == "splatworks-sfm":
+                    os.kill(p.pid, signal.SIGSEGV)
+
+    with pytest.raises(RuntimeError, match="pycolmap crashed during sfm.extract"):
+        run_sfm(scenes["other"] / "images", tmp_path / "crashed", SfmConfig(num_threads=1), progress=crash)
 
 
 def test_bad_settings_and_paths(tmp_path: Path, scenes) -> None:
@@ -241,6 +269,24 @@ def test_repair_registers_a_flipped_group_again(scenes, cli_run, tmp_path: Path)
     assert any("2 image(s) were misplaced (view_006.png, view_007.png)" in n and "2 placed back" in n
                for n in notes), notes
     assert correct(repaired) == N_MAIN
+
+
+def test_global_mapper_on_the_same_matches(scenes, cli_run, tmp_path: Path) -> None:
+    """pycolmap 4.2.1's GlobalPipeline (the --mapper global option) on the CLI run's database."""
+    import pycolmap
+
+    from splatworks.config import to_dict
+    from splatworks.scene.colmap import scene_from_reconstruction
+    from splatworks.sfm import worker
+
+    work = cli_run[0]
+    shutil.copy(work / "database.db", tmp_path / "database.db")
+    cfg = to_dict(SfmConfig(mapper="global", num_threads=2))
+    models = worker._map(pycolmap, cfg, tmp_path / "database.db", work / "input", tmp_path, N_MAIN,
+                         lambda *msg: None)
+    best = max(models.values(), key=lambda r: r.num_reg_images())
+    report = evaluate_scene(scene_from_reconstruction(best), Scene.load(scenes["main"] / "gt"))
+    assert report.correct >= N_MAIN - 1, report.summary()
 
 
 @pytest.mark.data

@@ -295,10 +295,16 @@ def test_upload_page_from_file_drop_to_viewer(service, browser, tmp_path) -> Non
         Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
         files.append(str(path))
     assert b.goto(f"{url}/?{POLL}") == 200
+    # Too few photos: the service refuses, and the page says why instead of hanging.
+    b.call("setInputFiles", selector="#files", files=files[:1])
+    b.call("click", selector="#start")
+    b.wait("window.splatworksUpload.error !== null", 20)
+    assert "Upload refused" in b.call("text", selector="#job-error")
     b.call("setInputFiles", selector="#files", files=files)
     assert "3 files" in b.call("text", selector="#chosen")
     b.call("click", selector="#start")
-    b.wait("window.splatworksUpload.pubKey !== null || window.splatworksUpload.error !== null", 30)
+    b.wait("window.splatworksUpload.pubKey !== null || (window.splatworksUpload.phase !== 'uploading' && "
+           "window.splatworksUpload.error !== null)", 30)
     state = b.eval("window.splatworksUpload")
     assert state["error"] is None, state["error"]
     share = b.eval("document.getElementById('share').value")

@@ -40,7 +40,8 @@ class CalibrationConfig:
     file: Path | None = option(None, "Ground-truth calibration JSON (the basketball schema: per camera name, K "
                                "and w2c in OpenCV axes). With method sfm it is only used to score the result.")
     images: str = option("background", "Which images per camera SfM sees: 'frame0' (first extracted frame), "
-                         "'frames' (--calibration.num-frames evenly spaced frames, dynamic parts masked out), "
+                         "'frames' (the --calibration.num-frames most static frames by their masks, or evenly spaced "
+                         "without masks; dynamic parts masked out), "
                          "'background' (the temporal median background: moving people removed), or 'synced' "
                          "(--calibration.num-frames instants, unmasked: at one instant the people are rigid "
                          "texture shared by all cameras, so images are matched across cameras only within an "
@@ -89,7 +90,8 @@ def import_calibration(path: str | Path, cameras: list[str], sizes: dict[str, tu
         K = np.asarray(e["K"], dtype=np.float64)
         w2c = np.eye(4)
         w2c[:3, :4] = np.asarray(e["w2c"], dtype=np.float64)[:3, :4]
-        src_w, src_h = int(e.get("width", doc.get("width", sizes[name][0]))), int(e.get("height", doc.get("height", sizes[name][1])))
+        src_w = int(e.get("width", doc.get("width", sizes[name][0])))
+        src_h = int(e.get("height", doc.get("height", sizes[name][1])))
         w, h = sizes[name]
         sx, sy = w / src_w, h / src_h
         dist = tuple(float(d) for d in e.get("dist", ()) or ())

@@ -37,11 +37,15 @@ class MaskConfig:
                           "memory at samples x H x W x 3 bytes.")
     threshold: float = option(3.0, "A pixel is dynamic when its colour difference to the background exceeds "
                               "this many robust standard deviations (MAD x 1.4826) ...")
-    min_difference: float = option(15.0, "... and at least this absolute difference (0-255 scale, max over "
+    min_difference: float = option(18.0, "... and at least this absolute difference (0-255 scale, max over "
                                    "RGB) so that flat, noise-free regions do not flicker.")
-    hysteresis: float = option(0.5, "Hysteresis: pixels above this fraction of the threshold count as dynamic "
+    hysteresis: float = option(0.6, "Hysteresis: pixels above this fraction of the threshold count as dynamic "
                                "when connected to a pixel above the full threshold (grows detections into "
                                "low-contrast parts, e.g. a grey shirt on a grey wall); 1 = off.")
+    shadow_angle: float = option(0.0, "Differences that only darken the background (brightness x 0.5-0.97) with "
+                                 "a colour within this angle (degrees) are shadows, not objects (0 = keep them).")
+    shadow_strong: bool = option(False, "Also drop shadow pixels above the full threshold (default: only the "
+                                 "weaker ones that hysteresis would add).")
     spread_cap: float = option(3.0, "Cap each pixel's spread at this multiple of the image's median spread (0 = "
                                "no cap): where people stood for long the spread is theirs, not the noise's.")
     refine: bool = option(False, "Fit the background twice: the second median ignores the pixels that the first "
@@ -49,7 +53,7 @@ class MaskConfig:
     blur: int = option(5, "Gaussian blur kernel (pixels, odd; 0 = none) applied before differencing, to ignore "
                        "compression noise.")
     open_px: int = option(3, "Morphological opening kernel (pixels): removes speckle.")
-    close_px: int = option(9, "Morphological closing kernel (pixels): joins nearby parts of one object.")
+    close_px: int = option(15, "Morphological closing kernel (pixels): joins nearby parts of one object.")
     min_area: float = option(0.0008, "Connected dynamic regions smaller than this fraction of the image are "
                              "dropped.")
     fill_holes: bool = option(True, "Fill holes enclosed by a dynamic region.")
@@ -140,19 +144,41 @@ def difference_map(rgb: np.ndarray, bg: BackgroundModel, cfg: MaskConfig) -> np.
 
     With hysteresis < 1, weaker differences count too where they connect to a strong one.
     """
-    diff = np.abs(_blur(rgb, cfg.blur) - bg.median).max(axis=-1)
+    frame = _blur(rgb, cfg.blur)
+    diff = np.abs(frame - bg.median).max(axis=-1)
     limit = np.maximum(cfg.threshold * bg.sigma, cfg.min_difference)
     strong = diff > limit
+    shadow = shadow_map(frame, bg.median, cfg.shadow_angle) if cfg.shadow_angle > 0 else None
+    if shadow is not None and cfg.shadow_strong:
+        strong &= ~shadow
     if cfg.hysteresis >= 1 or not strong.any():
         return strong
     import cv2
 
-    weak = (diff > cfg.hysteresis * limit).astype(np.uint8)
+    weak = diff > cfg.hysteresis * limit
+    if shadow is not None:
+        weak &= ~shadow | strong
+    weak = weak.astype(np.uint8)
     n, labels = cv2.connectedComponents(weak, connectivity=8)
     seeded = np.zeros(n, dtype=bool)
     seeded[np.unique(labels[strong])] = True
     seeded[0] = False
     return seeded[labels]
+
+
+def shadow_map(frame: np.ndarray, background: np.ndarray, max_angle_deg: float,
+               ratio: tuple[float, float] = (0.5, 0.97)) -> np.ndarray:
+    """(H, W) bool: pixels that look like the background in shadow (darker by ``ratio``, same colour direction).
+
+    Args:
+        frame, background: (H, W, 3) float32 RGB in 0-255.
+    """
+    eps = 1e-3
+    lum_f, lum_b = frame.sum(axis=-1), background.sum(axis=-1) + eps
+    norms = np.linalg.norm(frame, axis=-1) * np.linalg.norm(background, axis=-1) + eps
+    cos = (frame * background).sum(axis=-1) / norms
+    darker = (lum_f / lum_b > ratio[0]) & (lum_f / lum_b < ratio[1])
+    return darker & (cos > np.cos(np.radians(max_angle_deg)))
 
 
 def clean_dynamic(dynamic: np.ndarray, cfg: MaskConfig) -> np.ndarray:

@@ -25,6 +25,7 @@ from splatworks.progress import ProgressFn, emit
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "prepare_config.json"
+OUTPUT_DIRS = ("images", "masks", "previews", "calibration")  # what prepare writes besides single files
 
 
 @dataclass
@@ -86,16 +87,19 @@ def _bar(total: int, desc: str, show: bool) -> Any:
 
 
 def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskConfig, need_background: bool,
-               progress: ProgressFn | None = None, show_bar: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+               progress: ProgressFn | None = None, show_bar: bool = False
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Write ``masks/<camera>/<frame>.png`` and ``previews/<camera>.png``; return background images and a report.
 
     Returns:
         {camera: (H, W, 3) uint8 median background image} (only when ``need_background``) and
-        {"method", "dynamic_fraction": {camera: mean fraction of dynamic pixels}}.
+        {"method", "dynamic_fraction": {camera: mean fraction of dynamic pixels},
+         "frame_dynamic_fraction": [per frame, mean over cameras of the dynamic fraction]}.
     """
     segmenter = mk.make_segmenter(cfg)
     backgrounds: dict[str, np.ndarray] = {}
     report: dict[str, Any] = {"method": cfg.method, "dynamic_fraction": {}}
+    per_frame = np.zeros(len(frames))
     total = len(cameras) * len(frames)
     bar = _bar(total, "masks", show_bar and segmenter is not None)
     done = 0
@@ -118,12 +122,15 @@ def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskCo
             shown: list[np.ndarray] = []
             shown_dyn: list[np.ndarray] = []
             fraction = 0.0
+            k = 0
             import cv2
 
             for f in frames:
                 rgb = _read_rgb(root / "images" / cam / f"{f:06d}.png")
                 dyn = segmenter.segment(cam, rgb)
                 fraction += float(dyn.mean())
+                per_frame[k] += float(dyn.mean()) / len(cameras)
+                k += 1
                 cv2.imwrite(str(out / f"{f:06d}.png"), mk.to_mask_image(dyn))
                 if f in preview_frames:
                     shown.append(rgb)
@@ -133,6 +140,7 @@ def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskCo
                     bar.update(1)
                 emit(progress, "masks", done, total, f"{cam} frame {f}")
             report["dynamic_fraction"][cam] = fraction / len(frames)
+            report["frame_dynamic_fraction"] = [round(float(x), 5) for x in per_frame]
             if shown:
                 mk.contact_sheet(shown, shown_dyn, root / "previews" / f"{cam}.png")
     finally:
@@ -142,14 +150,20 @@ def make_masks(root: Path, cameras: list[str], frames: list[int], cfg: mk.MaskCo
 
 
 def _calibration_images(root: Path, cameras: list[str], frames: list[int], cfg: calib.CalibrationConfig,
-                        backgrounds: dict[str, np.ndarray], have_masks: bool
+                        backgrounds: dict[str, np.ndarray], have_masks: bool,
+                        dynamic_fraction: list[float] | None = None
                         ) -> tuple[dict[str, list[tuple[str, np.ndarray]]], dict[str, list[np.ndarray]] | None]:
+    """Images (and COLMAP feature masks) per camera for SfM, as chosen by ``cfg.images``."""
     import cv2
 
     if cfg.images == "background":
         return {c: [("background", backgrounds[c])] for c in cameras}, None
     chosen = [frames[0]] if cfg.images == "frame0" else \
         [frames[i] for i in dict.fromkeys(np.linspace(0, len(frames) - 1, max(1, cfg.num_frames)).round().astype(int))]
+    if cfg.images == "frames" and dynamic_fraction:
+        # The most static frames: the least of the scene is hidden behind (or confused by) moving things.
+        order = np.argsort(np.asarray(dynamic_fraction), kind="stable")[: max(1, cfg.num_frames)]
+        chosen = [frames[i] for i in sorted(order)]
     images = {c: [(f"{f:06d}", _read_rgb(root / "images" / c / f"{f:06d}.png")) for f in chosen] for c in cameras}
     masks = None
     if cfg.use_masks and have_masks and cfg.images == "frames":
@@ -191,6 +205,12 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
     # Read a calibration file before any long work, so that a wrong file fails fast.
     truth = (calib.import_calibration(cfg.calibration.file, cameras, sizes)
              if cfg.calibration.file is not None else None)
+    if (root / DATASET_FILE).exists():  # --overwrite: drop the old dataset's outputs, so no stale frame remains
+        import shutil
+
+        (root / DATASET_FILE).unlink()
+        for sub in OUTPUT_DIRS:
+            shutil.rmtree(root / sub, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     to_json(cfg, root / CONFIG_FILE)
     emit(progress, "frames", 0, len(indices) * len(cameras), f"{len(cameras)} cameras x {len(indices)} frames")
@@ -213,7 +233,8 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
         rig = truth
     else:
         images, sfm_masks = _calibration_images(root, cameras, indices, cfg.calibration, backgrounds,
-                                                cfg.masks.method != "none")
+                                                cfg.masks.method != "none",
+                                                mask_report.get("frame_dynamic_fraction"))
         rig = None
         try:
             rig, observations = calib.calibrate_sfm(images, root / "calibration", cfg.calibration, sizes,

@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,9 @@ from splatworks.progress import ProgressFn, emit
 
 log = logging.getLogger(__name__)
 
-PARAM_KEYS = ("means", "quats", "scales", "opacities", "sh0", "shN")
-STATIC_FILE = "static.pt"
-FRAMES_DIR = "frames"
-METRICS_FILE = "metrics.jsonl"
-STATE_FILE = "state.json"
+from splatworks.dynamic.sequence_io import (  # noqa: F401  - re-exported: the trainer's files and frame data
+    FRAMES_DIR, METRICS_FILE, PARAM_KEYS, STATE_FILE, STATIC_FILE, FrameViews, _atomic_torch_save, _rows,
+    frame_file, load_frame, load_frame_gaussians, load_image, load_static_mask, read_metrics, trained_frames)
 
 
 @dataclass
@@ -128,71 +126,6 @@ def preset(name: str, **overrides: Any) -> SequentialConfig:
     return replace(SequentialConfig(), **{**PRESETS[name], **overrides})
 
 
-# ---- frame data -----------------------------------------------------------------------------------------------
-@dataclass
-class FrameViews:
-    """The training views of one frame, on the training device.
-
-    Attributes:
-        names: C rig camera names.
-        images: C tensors (H, W, 3) float32 in [0, 1].
-        static: C tensors (H, W) bool, True = static (white mask pixel); all False where a camera has no mask.
-        viewmats: (C, 4, 4) float32 world-to-camera, OpenCV axes.
-        Ks: (C, 3, 3) float32 intrinsics in pixels.
-        sizes: C (width, height).
-    """
-
-    names: list[str]
-    images: list[torch.Tensor]
-    static: list[torch.Tensor]
-    viewmats: torch.Tensor
-    Ks: torch.Tensor
-    sizes: list[tuple[int, int]]
-
-
-def load_image(path: Path) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1]."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-
-
-def load_static_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool, True = static (mask >= 128). A missing mask means "unknown": all dynamic (unconstrained)."""
-    from PIL import Image
-
-    if not path.exists():
-        return np.zeros(shape, dtype=bool)
-    with Image.open(path) as im:
-        m = np.asarray(im.convert("L"))
-    if m.shape != shape:
-        raise UserError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its image is {shape[1]}x{shape[0]}; "
-                        "re-run `splatworks dynamic prepare`")
-    return m >= 128
-
-
-def load_frame(dataset: DynamicDataset, frame: int, cameras: list[str], device: torch.device) -> FrameViews:
-    rig = {c.name: c for c in dataset.rig.cameras}
-    images, static, sizes = [], [], []
-    for name in cameras:
-        path = dataset.image_path(name, frame)
-        if not path.exists():
-            raise UserError(f"frame {frame} of camera {name} is missing ({path}); re-run `splatworks dynamic "
-                            "prepare` or drop the camera")
-        img = load_image(path)
-        cam = rig[name]
-        if img.shape[:2] != (cam.height, cam.width):
-            raise UserError(f"{path} is {img.shape[1]}x{img.shape[0]} but camera {name} is calibrated for "
-                            f"{cam.width}x{cam.height}")
-        images.append(torch.from_numpy(img).to(device))
-        static.append(torch.from_numpy(load_static_mask(dataset.mask_path(name, frame), img.shape[:2])).to(device))
-        sizes.append((cam.width, cam.height))
-    viewmats = torch.tensor(np.stack([rig[n].world_to_camera for n in cameras]), dtype=torch.float32, device=device)
-    Ks = torch.tensor(np.stack([rig[n].K for n in cameras]), dtype=torch.float32, device=device)
-    return FrameViews(cameras, images, static, viewmats, Ks, sizes)
-
-
 # ---- the pieces of the method (small, pure, tested one by one) -------------------------------------------------
 def project_centres(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -225,17 +158,19 @@ def static_in_view(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, 
 
 def static_constraint_loss(means: torch.Tensor, anchor: torch.Tensor, is_static: torch.Tensor) -> torch.Tensor:
     """sum_{i static} ||P_i - A_i||^2 over (N, 3) centres ``means`` and anchors ``anchor``; (N,) bool ``is_static``."""
-    return ((means - anchor) ** 2).sum(dim=-1)[is_static].sum()
+    # A product instead of boolean indexing: no host sync on the GPU.
+    return (((means - anchor) ** 2).sum(dim=-1) * is_static.to(means.dtype)).sum()
 
 
-def clip_gradients(params: dict[str, torch.Tensor], max_norm: float) -> float:
-    """Scale all gradients so their global L2 norm is at most ``max_norm`` (0 = off); returns the norm before."""
+def clip_gradients(params: dict[str, torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale all gradients so their global L2 norm is at most ``max_norm`` (0 = off); returns the norm before
+    (a 0-d tensor: no host sync, so the GPU keeps running)."""
     grads = [p for p in params.values() if p.grad is not None]
     if not grads:
-        return 0.0
+        return torch.zeros(())
     if max_norm <= 0:
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads])))
-    return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))
+    return torch.nn.utils.clip_grad_norm_(grads, max_norm)
 
 
 @dataclass
@@ -324,6 +259,10 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     window: list[float] = []
     prev_window = math.inf
     min_it = cfg.min_iterations_per_frame if min_iterations is None else min_iterations
+    frozen_any = frozen is not None and bool(frozen.any())
+    static_last = torch.zeros(())
+    norm_max = torch.zeros((), device=params["means"].device)
+    clipped = torch.zeros((), device=params["means"].device)
     for it in range(iterations):
         if not order:
             order = [int(i) for i in rng.permutation(len(views.names))]
@@ -331,31 +270,32 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
         rgb, depth = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree,
                                  background, cfg.backend, with_depth=distill is not None)
         loss = photometric_loss(rgb, views.images[c], cfg.ssim_lambda)
-        photo = float(loss.detach())
+        photo = loss.detach()
         if anchor is not None and cfg.static_loss_weight > 0:
             is_static = static_in_view(params["means"], views.viewmats[c], views.Ks[c], views.static[c])
             # Displacements in scene radii, so the weight means the same in any SfM scale.
             sl = static_constraint_loss(params["means"] / radius, anchor / radius, is_static)
-            stats.static_loss_end = float(sl.detach())
+            static_last = sl.detach()
             loss = loss + cfg.static_loss_weight * sl
         if distill is not None and depth is not None:
             loss = loss + distill.loss(depth, c, views.static[c])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if frozen is not None and bool(frozen.any()):
+        if frozen is not None and frozen_any:
             for p in params.values():
                 if p.grad is not None:
-                    p.grad[frozen] = 0.0
-        norm = clip_gradients(params, cfg.grad_clip_norm)
-        stats.grad_norm_max = max(stats.grad_norm_max, norm)
-        stats.clipped_steps += int(cfg.grad_clip_norm > 0 and norm > cfg.grad_clip_norm)
+                    p.grad.masked_fill_(frozen.view(-1, *([1] * (p.grad.dim() - 1))), 0.0)
+        norm = clip_gradients(params, cfg.grad_clip_norm).to(norm_max.device)
+        norm_max = torch.maximum(norm_max, norm)
+        if cfg.grad_clip_norm > 0:
+            clipped = clipped + (norm > cfg.grad_clip_norm).float()
         opt.step()
         if it == 0:
-            stats.loss_start = photo
+            stats.loss_start = float(photo)
         stats.iterations = it + 1
-        window.append(photo)
+        window.append(photo)  # tensors: the host reads them once per window, not every step
         if len(window) >= max(1, cfg.early_stop_window):
-            mean = float(np.mean(window))
+            mean = float(torch.stack(window).mean())
             stats.loss_end = mean
             window = []
             if early_stop and it + 1 >= min_it and prev_window - mean < cfg.early_stop_tol * prev_window:
@@ -364,7 +304,10 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             prev_window = mean
             emit(progress, stage, it + 1, iterations, f"loss {mean:.4f}", metrics={"loss": mean})
     if window:
-        stats.loss_end = float(np.mean(window))
+        stats.loss_end = float(torch.stack(window).mean())
+    stats.grad_norm_max, stats.clipped_steps = float(norm_max), int(clipped)
+    if anchor is not None and cfg.static_loss_weight > 0 and stats.iterations:
+        stats.static_loss_end = float(static_last)
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -440,56 +383,6 @@ def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, fra
     return out
 
 
-# ---- files -----------------------------------------------------------------------------------------------------
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def _rows(params: dict[str, torch.Tensor], ids: torch.Tensor, rows: torch.Tensor) -> dict[str, Any]:
-    out: dict[str, Any] = {"ids": ids[rows].cpu()}
-    out.update({k: params[k].detach()[rows].cpu() for k in PARAM_KEYS})
-    return out
-
-
-def frame_file(out_dir: str | Path, frame: int) -> Path:
-    return Path(out_dir) / FRAMES_DIR / f"{frame:06d}.pt"
-
-
-def load_frame_gaussians(out_dir: str | Path, frame: int, device: str | torch.device = "cpu"
-                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """The Gaussians of one trained frame: raw parameters (see gaussians.py), ids (N,) and is_static (N,) bool.
-
-    Rows are ordered by id. Raises UserError when the frame has not been trained.
-    """
-    out_dir = Path(out_dir)
-    path = frame_file(out_dir, frame)
-    if not path.exists():
-        raise UserError(f"frame {frame} is not trained in {out_dir} (no {path.name}); run `splatworks dynamic "
-                        "train` (it resumes) first")
-    dyn = torch.load(path, map_location=device)
-    parts = [dyn]
-    static_path = out_dir / STATIC_FILE
-    if static_path.exists():
-        parts.insert(0, torch.load(static_path, map_location=device))
-    ids = torch.cat([p["ids"] for p in parts])
-    is_static = torch.cat([torch.full((len(p["ids"]),), i == 0 and len(parts) == 2, dtype=torch.bool)
-                           for i, p in enumerate(parts)])
-    order = torch.argsort(ids)
-    params = {k: torch.cat([p[k] for p in parts])[order].to(device) for k in PARAM_KEYS}
-    return params, ids[order], is_static[order]
-
-
-def trained_frames(out_dir: str | Path) -> list[int]:
-    """Frames finished in ``out_dir``, ascending."""
-    state = Path(out_dir) / STATE_FILE
-    if not state.exists():
-        return []
-    return [int(f) for f in json.loads(state.read_text()).get("frames_done", [])]
-
-
 def load_config(out_dir: str | Path) -> SequentialConfig:
     return from_dict(SequentialConfig, json.loads((Path(out_dir) / "config.json").read_text()))
 
@@ -562,8 +455,24 @@ def _init_first_frame(dataset: DynamicDataset, frame: int, cfg: SequentialConfig
                            seed=cfg.seed, device=device)
 
 
+class _DistillForTrainer:
+    """The distilled-depth loss in the static trainer's extra-loss form (frame 0 with densification)."""
+
+    needs_depth = True
+
+    def __init__(self, distill: DepthDistillation, static: list[torch.Tensor]) -> None:
+        self.distill, self.static = distill, static
+
+    def __call__(self, iteration: int, idx: int, out: Any, params: Any) -> torch.Tensor:
+        depth = out.depths[0, ..., 0] if out.depths is not None else None
+        if depth is None or depth.shape != self.static[idx].shape:  # a downscaled trainer view: skip
+            return out.colors.sum() * 0.0
+        return self.distill.loss(depth, idx, self.static[idx])
+
+
 def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
-                             device: torch.device, progress: ProgressFn | None) -> torch.nn.ParameterDict | None:
+                             device: torch.device, progress: ProgressFn | None,
+                             extra: list[Any] | None = None) -> torch.nn.ParameterDict | None:
     """Frame 0 with the static trainer (3DGS densification); None when splat.trainer is not installed.
 
     The whole frame is trained (masks are not passed: the moving people belong to frame 0 too); held-out cameras
@@ -584,7 +493,7 @@ def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path,
                      init_num_random=cfg.num_random_points, device=str(device), backend=cfg.backend,
                      seed=cfg.seed, eval_lpips=False, save_splat=False,
                      background=tuple(dataset.rig.background) if dataset.rig.background else None)
-    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=True)
+    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=True, extra_losses=extra)
     folder = res.checkpoint or sio.latest_checkpoint(out_dir / "frame0_static")[1]  # type: ignore[index]
     return params_from_tensors(sio.read_ply(Path(folder) / "point_cloud.ply"), device)
 
@@ -639,13 +548,15 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
     todo = frames[len(done):]
     for k, frame in enumerate(todo):
         index = len(done) + k
+        t_frame = time.perf_counter()
         views = load_frame(dataset, frame, cams, device)
         line: dict[str, Any] = {"frame": frame}
         if chain is None:  # ---- frame 0: a static scene from the SfM points
             t0 = time.perf_counter()
             params = None
             if cfg.first_frame_trainer in ("auto", "splat"):
-                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress)
+                extra = [_DistillForTrainer(distill, views.static)] if distill is not None else None
+                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress, extra)
                 if params is None and cfg.first_frame_trainer == "splat":
                     raise UserError("first_frame_trainer 'splat' needs splatworks.splat.trainer; use 'plain'")
             if params is None:
@@ -695,6 +606,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                      "pruned_too_large": pr.too_large, "pruned_too_far": pr.too_far,
                      "n_gaussians": len(chain.ids), "n_dynamic": int((~chain.frozen).sum()),
                      "frame_bytes_pt": frame_file(out, frame).stat().st_size})
+        line["frame_wall_s"] = round(time.perf_counter() - t_frame, 4)  # all of this frame but the evaluation
         line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background))
         with open(out / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(line) + "\n")
@@ -709,16 +621,3 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
         emit(progress, "dynamic.train", index + 1, len(frames), msg, metrics=line,
              checkpoint=str(frame_file(out, frame)))
     return results
-
-
-def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The per-frame lines of ``metrics.jsonl`` (last line per frame wins)."""
-    path = Path(out_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    by_frame: dict[int, dict[str, Any]] = {}
-    for text in path.read_text().splitlines():
-        if text.strip():
-            d = json.loads(text)
-            by_frame[int(d["frame"])] = d
-    return [by_frame[f] for f in sorted(by_frame)]

@@ -99,3 +99,17 @@ def reimport_all(settings: ServiceSettings, store: JobStore | None = None) -> li
     finally:
         if own:
             store.close()
+
+
+def sweep_incomplete_uploads(settings: ServiceSettings, store: JobStore, min_age_seconds: float = 600.0) -> list[str]:
+    """Remove job folders of uploads that never completed (no ``job.json``, no database row), e.g. after a crash
+    mid-upload. Folders younger than ``min_age_seconds`` are kept: an upload may still be arriving."""
+    removed = []
+    jobs_dir = Path(settings.jobs_dir)
+    now = time.time()
+    for folder in sorted(jobs_dir.iterdir()) if jobs_dir.is_dir() else []:
+        if (folder.is_dir() and valid_id(folder.name) and not (folder / "job.json").exists()
+                and now - folder.stat().st_mtime > min_age_seconds and store.get(folder.name) is None):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

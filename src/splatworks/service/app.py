@@ -56,6 +56,28 @@ def configure_logging(json_logs: bool = True, level: str = "INFO") -> None:
         lg.propagate = True
 
 
+class ServerTiming:
+    """Pure ASGI middleware: adds ``Server-Timing: app;dur=MS`` (time from request to response headers), so a
+    client can tell the server's own time from network and queueing time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+
+        async def send_with_timing(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                dur = (time.perf_counter() - t0) * 1000
+                message.setdefault("headers", []).append((b"server-timing", f"app;dur={dur:.2f}".encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_timing)
+
+
 def create_app(settings: ServiceSettings | None = None, store: JobStore | None = None,
                executor: Executor | None = None) -> FastAPI:
     """The service app. ``store``/``executor`` default to the ones the settings name (tests may pass others)."""
@@ -67,6 +89,11 @@ def create_app(settings: ServiceSettings | None = None, store: JobStore | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or open_store(settings.resolved_database_url)
         app.state.executor = executor or make_executor(settings, app.state.store)
+        from splatworks.service.admin import sweep_incomplete_uploads
+
+        swept = sweep_incomplete_uploads(settings, app.state.store)
+        if swept:
+            log.info("removed incomplete uploads", extra={"job_ids": swept})
         app.state.executor.start()
         log.info("service started", extra={"data_dir": str(Path(settings.data_dir).resolve()),
                                            "database": settings.resolved_database_url,
@@ -91,6 +118,7 @@ def create_app(settings: ServiceSettings | None = None, store: JobStore | None =
         problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors())
         return JSONResponse({"detail": f"invalid request ({problems})"}, status_code=422)
 
+    app.add_middleware(ServerTiming)
     from splatworks.service.routes import admin, jobs, public
 
     app.include_router(jobs.router)

@@ -6,7 +6,7 @@ by ``stop()``; ``available()`` says why one cannot run on this machine (tests sk
 - :class:`PostgresServer`: Debian's ``initdb`` / ``pg_ctl`` (``apt-get install postgresql``), run as the
   ``postgres`` user when we are root (PostgreSQL refuses to run as root), trust auth on 127.0.0.1.
 - :class:`S3Server`: moto's server mode (``moto_server``), an S3-compatible HTTP endpoint in memory.
-- :func:`ray_cluster`: ``ray.cluster_utils.Cluster`` with a head that offers no CPUs to jobs and worker nodes
+- :func:`ray_cluster`: ``ray.cluster_utils.Cluster`` (all nodes on this machine) with a head that offers no CPUs to jobs and worker nodes
   that each declare one GPU (a declared resource: jobs run on CPU).
 """
 
@@ -156,14 +156,16 @@ def ray_available() -> str | None:
 
 
 def ray_cluster(workers: int = 2, gpus_per_worker: int = 1, cpus_per_worker: int = 1) -> Any:
-    """A real multi-node Ray cluster in this process tree, all on 127.0.0.1.
+    """A real multi-node Ray cluster in this process tree, all on this machine.
 
     Returns ``(cluster, worker_nodes)``: the head offers no CPUs (the API connects to it, jobs never run there);
     each worker node declares ``gpus_per_worker`` GPUs. Stop with ``cluster.shutdown()``.
     """
     from ray.cluster_utils import Cluster
 
-    common = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 1024 * 1024}
+    # Nodes use this machine's own address: Ray rewrites 127.0.0.1 in a driver's address to the node IP, so a
+    # loopback-only cluster could not be joined by the API process. Nothing leaves this machine either way.
+    common = {"object_store_memory": 80 * 1024 * 1024}
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False, **common})
     nodes = [cluster.add_node(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, **common) for _ in range(workers)]

@@ -153,9 +153,22 @@ def latest_checkpoint(paths: JobPaths) -> int | None:
 
 # ---- progress: worker side ----------------------------------------------------------------------------------
 
-def overall_percent(stage: str, fraction: float) -> float:
+# Within SfM: each sub-stage's share (pairwise matching and mapping dominate on real photo sets).
+SFM_SPAN = {"sfm.prepare": (0.0, 0.05), "sfm.extract": (0.05, 0.3), "sfm.match": (0.3, 0.6), "sfm.map": (0.6, 0.9),
+            "sfm.check": (0.9, 0.93), "sfm.undistort": (0.93, 0.99), "sfm.depth": (0.99, 1.0)}
+
+
+def overall_percent(stage: str, fraction: float, substage: str | None = None) -> float:
+    """Percent of the whole job from a stage ("ingest" | "sfm" | "training" | "exporting") and the fraction done
+    in it; SfM sub-stages ("sfm.match") get their own part of the SfM span."""
     lo, hi = STAGE_SPAN.get(stage, (0.0, 100.0))
-    return round(lo + (hi - lo) * max(0.0, min(1.0, fraction)), 2)
+    fraction = max(0.0, min(1.0, fraction))
+    if stage == "sfm" and substage in SFM_SPAN:
+        a, b = SFM_SPAN[substage]
+        fraction = a + (b - a) * fraction
+    elif stage == "sfm" and substage == "sfm":
+        fraction = 1.0 if fraction >= 1.0 else 0.0
+    return round(lo + (hi - lo) * fraction, 2)
 
 
 def public_stage(stage: str) -> str:
@@ -183,6 +196,7 @@ class ProgressRecorder:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._stage: str | None = None
+        self._max_percent = 0.0
         self._stage_start: tuple[float, int] = (time.time(), 0)
         self._log = open(paths.run_log, "a", buffering=1)
 
@@ -213,9 +227,9 @@ class ProgressRecorder:
             eta = None
             if ev.total and ev.step > s0 and now > t0:
                 eta = round((ev.total - ev.step) * (now - t0) / (ev.step - s0), 1)
+            percent = self._percent(overall_percent(span_key, ev.fraction, substage))
             fields.update(stage=public_stage(ev.stage), substage=substage, step=int(ev.step),
-                          total=int(ev.total), percent=overall_percent(span_key, ev.fraction),
-                          eta_seconds=eta, heartbeat_at=now)
+                          total=int(ev.total), percent=percent, eta_seconds=eta, heartbeat_at=now)
             if ev.metrics:
                 fields["metrics"] = {k: v for k, v in ev.metrics.items() if isinstance(v, (int, float, str))}
             self.store.update(self.job_id, attempt=self.attempt, **fields)
@@ -226,6 +240,10 @@ class ProgressRecorder:
             if job is None or job.cancel_requested or job.attempt != self.attempt:
                 raise Cancelled("cancelled by the user" if job is None or job.cancel_requested
                                 else "superseded by a newer attempt")
+
+    def _percent(self, value: float) -> float:
+        self._max_percent = max(self._max_percent, value)  # never moves backwards within an attempt
+        return self._max_percent
 
     def close(self) -> None:
         self._log.close()

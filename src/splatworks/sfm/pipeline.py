@@ -40,7 +40,7 @@ from typing import Any
 
 from splatworks.config import option, to_dict, to_json
 from splatworks.errors import InputError, UserError
-from splatworks.progress import Cancelled, ProgressEvent, ProgressFn, emit
+from splatworks.progress import ProgressEvent, ProgressFn, emit
 from splatworks.scene.camera import Scene
 
 log = logging.getLogger("splatworks.sfm")
@@ -247,25 +247,23 @@ def _run_worker(job: dict[str, Any], progress: ProgressFn | None, timeout: float
     stage = "sfm.extract"
     try:
         while True:
+            if timeout and time.time() - started > timeout:
+                raise UserError(f"SfM took longer than the {timeout:.0f} s limit (during {stage}); "
+                                "use fewer or smaller images, or raise --timeout-s")
             try:
                 msg = q.get(timeout=0.5)
             except queue_mod.Empty:
-                if not proc.is_alive():
-                    try:  # the last message may still be in flight
-                        msg = q.get(timeout=1.0)
-                    except queue_mod.Empty:
-                        raise RuntimeError(
-                            f"pycolmap crashed during {stage} (worker exit code {proc.exitcode}); "
-                            f"see {log_path} for COLMAP's log") from None
-                elif timeout and time.time() - started > timeout:
-                    raise UserError(f"SfM took longer than the {timeout:.0f} s limit (during {stage}); "
-                                    "use fewer or smaller images, or raise --timeout-s")
-                else:
+                if proc.is_alive():
                     continue
+                try:  # the last message may still be in flight
+                    msg = q.get(timeout=1.0)
+                except queue_mod.Empty:
+                    raise RuntimeError(f"pycolmap crashed during {stage} (worker exit code {proc.exitcode}); "
+                                       f"see {log_path} for COLMAP's log") from None
             kind = msg[0]
             if kind == "event":
                 _, stage, step, total, message = msg
-                if progress is not None:
+                if progress is not None:  # may raise Cancelled: the finally below stops the worker
                     progress(ProgressEvent(stage=stage, step=step, total=total, message=message))
             elif kind == "done":
                 return msg[1]
@@ -273,8 +271,6 @@ def _run_worker(job: dict[str, Any], progress: ProgressFn | None, timeout: float
                 if msg[1] == "user":
                     raise UserError(msg[2])
                 raise RuntimeError(f"SfM failed during {stage}: {msg[2]}")
-    except (Cancelled, KeyboardInterrupt):
-        raise
     finally:
         if proc.is_alive():
             proc.terminate()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -54,6 +56,56 @@ def _redirect_native_logs(path: Path) -> None:
     os.close(fd)
 
 
+# COLMAP's progress lines in its log: per image while extracting, per block (exhaustive) or image (sequential).
+_PROGRESS = {
+    "sfm.extract": re.compile(r"Processed file \[(\d+)/(\d+)\]"),
+    "sfm.match": re.compile(r"(?:Processing block \[(\d+)/(\d+), (\d+)/(\d+)\])|(?:Matching image \[(\d+)/(\d+)\])"),
+}
+
+
+class LogProgress:
+    """Follow COLMAP's log file during a stage and turn its progress lines into events (no native hooks)."""
+
+    def __init__(self, path: Path, stage: str, send: Send) -> None:
+        self.path, self.stage, self.send = path, stage, send
+        self.stop = threading.Event()
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "LogProgress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+
+    def _run(self) -> None:
+        pattern = _PROGRESS[self.stage]
+        while not self.stop.wait(0.5):
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(self.offset)
+                    chunk = f.read()
+            except OSError:
+                continue
+            cut = chunk.rfind(b"\n") + 1  # only whole lines
+            self.offset += cut
+            last = None
+            for m in pattern.finditer(chunk[:cut].decode("utf-8", "replace")):
+                last = m
+            if last is None:
+                continue
+            g = [int(x) if x else 0 for x in last.groups()]
+            if self.stage == "sfm.extract":
+                step, total = g[0], g[1]
+            elif g[0]:  # block a/b, c/d of a b x d grid
+                step, total = (g[0] - 1) * g[3] + g[2] - 1, g[1] * g[3]
+            else:
+                step, total = g[4], g[5]
+            self.send("event", self.stage, step, total, "")
+
+
 def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     """Extract, match, map, check, undistort, export. ``job`` holds plain values (see ``pipeline._job``)."""
     import pycolmap
@@ -81,15 +133,16 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     ext.sift.estimate_affine_shape = bool(cfg["estimate_affine_shape"])
     ext.sift.domain_size_pooling = bool(cfg["domain_size_pooling"])
     mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE}[job["camera_mode"]]
-    pycolmap.extract_features(db_path, images, image_names=names, camera_mode=mode, reader_options=reader,
-                              extraction_options=ext, device=pycolmap.Device.cpu)
+    with LogProgress(work / "colmap.log", "sfm.extract", send):
+        pycolmap.extract_features(db_path, images, image_names=names, camera_mode=mode, reader_options=reader,
+                                  extraction_options=ext, device=pycolmap.Device.cpu)
     seconds["extract"] = time.time() - t0
     send("event", "sfm.extract", len(names), len(names), f"features extracted in {seconds['extract']:.1f} s")
 
     # ---- matching ----------------------------------------------------------------------------------------------
     t0 = time.time()
     matcher = job["matcher"]
-    send("event", "sfm.match", 0, 1, f"{matcher} matching")
+    send("event", "sfm.match", 0, 0, f"{matcher} matching")
     mopts = pycolmap.FeatureMatchingOptions()
     mopts.num_threads = threads
     mopts.guided_matching = bool(cfg["guided_matching"])
@@ -98,16 +151,17 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     verify.compute_relative_pose = True  # the pose check compares the model against these
     verify.ransac.max_error = float(cfg["max_error"])
     verify.ransac.random_seed = int(cfg["seed"])
-    if matcher == "sequential":
-        pairing = pycolmap.SequentialPairingOptions()
-        pairing.overlap = int(cfg["sequential_overlap"])
-        pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
-                                  verification_options=verify, device=pycolmap.Device.cpu)
-    else:
-        pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
-                                  device=pycolmap.Device.cpu)
+    with LogProgress(work / "colmap.log", "sfm.match", send):
+        if matcher == "sequential":
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.overlap = int(cfg["sequential_overlap"])
+            pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
+                                      verification_options=verify, device=pycolmap.Device.cpu)
+        else:
+            pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
+                                      device=pycolmap.Device.cpu)
     seconds["match"] = time.time() - t0
-    send("event", "sfm.match", 1, 1, f"matched in {seconds['match']:.1f} s")
+    send("event", "sfm.match", 1, 1, f"matched in {seconds['match']:.1f} s")  # 1 of 1: stage done
 
     # ---- mapping -----------------------------------------------------------------------------------------------
     t0 = time.time()
@@ -135,7 +189,9 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     dropped: list[dict[str, Any]] = []
     if cfg["pose_check"]:
         send("event", "sfm.check", 0, 1, "checking each pose against its two-view geometries")
+        before = len(notes)
         best, groups = _check_and_repair(pycolmap, cfg, best, db_path, images, work, len(names), notes)
+        outcome = notes[-1] if len(notes) > before else "all poses agree with their matches"
         for g in groups:
             reason = (f"misplaced with {len(g.image_ids) - 1} neighbouring view(s): its pairs to the rest of the "
                       f"model disagree with its pose ({g.disagreeing} inliers disagree, {g.agreeing} agree; "
@@ -152,7 +208,7 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
         elif flagged:
             notes.append(f"flagged {len(flagged)} image(s) whose pose disagrees with their matches (kept): "
                          + ", ".join(d["name"] for d in flagged))
-        send("event", "sfm.check", 1, 1, notes[-1] if (dropped or flagged) else "all poses agree with their matches")
+        send("event", "sfm.check", 1, 1, notes[-1] if (dropped or flagged) else outcome)
     seconds["check"] = time.time() - t0
 
     registered = sorted(best.images[i].name for i in best.reg_image_ids())
@@ -193,8 +249,7 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     # ---- scene, sparse depth -----------------------------------------------------------------------------------
     t0 = time.time()
     from splatworks.scene.colmap import scene_from_reconstruction
-    from splatworks.sfm.depth import (sparse_depth_from_reconstruction, visibility_matrix, write_colmap_depth,
-                                      write_sparse_depth)
+    from splatworks.sfm.depth import sparse_depth_from_reconstruction, write_colmap_depth, write_sparse_depth
 
     scene = scene_from_reconstruction(rec, image_dir=work / "images")
     views = sparse_depth_from_reconstruction(rec)

@@ -77,6 +77,23 @@ class Views:
     def __len__(self) -> int:
         return len(self.names)
 
+    def downsampled(self, factor: float) -> "Views":
+        """The same views at 1/factor resolution (area-averaged images; intrinsics scaled like Camera.scaled)."""
+        import torch.nn.functional as F
+
+        imgs, sizes, Ks = [], [], self.Ks.clone()
+        for i in range(len(self)):
+            w, h = self.sizes[i]
+            nw, nh = max(1, round(w / factor)), max(1, round(h / factor))
+            img = self.images[i].permute(2, 0, 1)[None].float()
+            small = F.interpolate(img, size=(nh, nw), mode="area")[0].permute(1, 2, 0)
+            imgs.append(small.round().clamp(0, 255).to(torch.uint8))
+            sizes.append((nw, nh))
+            Ks[i, 0] *= nw / w
+            Ks[i, 1] *= nh / h
+        stacked = torch.stack(imgs) if len(set(sizes)) == 1 and imgs else imgs
+        return Views(names=list(self.names), images=stacked, viewmats=self.viewmats, Ks=Ks, sizes=sizes)
+
     def target(self, i: int) -> torch.Tensor:
         """(1, H, W, 3) float32 image i in [0, 1]."""
         return self.images[i][None].float().div_(255.0)

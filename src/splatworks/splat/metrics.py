@@ -42,15 +42,15 @@ def _window_1d(size: int, sigma: float, device: str, dtype: torch.dtype) -> torc
 def _blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (B, Ch, H, W) with zero padding ('same' size, as 3DGS's conv2d SSIM).
 
-    The channels are folded into the batch so that both passes are plain single-filter convolutions
-    (grouped convolutions with a handful of groups are several times slower in cuDNN).
+    The channels are folded into the batch so that both passes are plain single-filter convolutions.
     """
-    g = _window_1d(size, sigma, str(x.device), x.dtype)
+    g = _window_1d(size, sigma, str(x.device), x.dtype).view(1, 1, 1, size)
     b, ch, h, w = x.shape
-    x = x.reshape(b * ch, 1, h, w)
-    x = F.conv2d(x, g.view(1, 1, 1, size), padding=(0, size // 2))
-    x = F.conv2d(x, g.view(1, 1, size, 1), padding=(size // 2, 0))
-    return x.reshape(b, ch, h, w)
+    x = F.conv2d(x.reshape(b * ch, 1, h, w), g, padding=(0, size // 2))
+    # The vertical pass as a horizontal one on the transpose: cuDNN's (size x 1) kernels are several times
+    # slower than its (1 x size) ones on large images (measured on H100, see BENCHMARKS.md).
+    x = F.conv2d(x.transpose(-1, -2).contiguous(), g, padding=(0, size // 2))
+    return x.transpose(-1, -2).reshape(b, ch, h, w)
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:

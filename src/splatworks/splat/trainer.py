@@ -85,7 +85,10 @@ class TrainConfig:
     device: str = option("auto", "Torch device: auto (cuda when available), cuda, cpu.")
     backend: str = option("auto", "Rasterizer: auto, gsplat (CUDA), torch (reference).",
                           choices=("auto", "gsplat", "torch"))
-    packed: bool = option(True, "gsplat packed mode (less memory).")
+    coarse_iterations: int = option(0, "Train the first N iterations on images downscaled by --coarse-downscale "
+                                    "(coarse-to-fine: cheap early steps while the Gaussians are placed).")
+    coarse_downscale: float = option(2.0, "Image downscale factor of the coarse phase.")
+    packed: bool = option(False, "gsplat packed mode (less memory with many cameras per step; slower for one).")
     visible_adam: bool = option(True, "Adam updates only the Gaussians visible in the step (gsplat, CUDA).")
     seed: int = option(0, "Random seed.")
     log_every: int = option(100, "Report loss and progress every this many steps.")
@@ -93,10 +96,15 @@ class TrainConfig:
     save_splat: bool = option(True, "Write scene.splat next to point_cloud.ply at each checkpoint.")
 
 
+# 3DGS-MCMC with a budget beat adaptive density control on lego at equal time (BENCHMARKS.md, ## Training):
+# the Gaussian count is fixed after ~2.5k steps, so every step costs the same and memory is bounded.
+MCMC = {"strategy": "mcmc", "cap_max": 300_000, "init_opacity": 0.5, "init_scale": 0.1, "opacity_reg": 0.01,
+        "scale_reg": 0.01}
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "fast": {"iterations": 7_000, "checkpoint_steps": (7_000,), "refine_stop": 4_000, "reset_every": 2000,
+    "default": {**MCMC, "refine_stop": 25_000},
+    "fast": {**MCMC, "iterations": 7_000, "checkpoint_steps": (7_000,), "refine_stop": 5_500,
              "sh_degree_interval": 500},
+    "adc": {},  # the original 3DGS recipe (adaptive density control, opacity resets), for comparison
 }
 
 
@@ -244,7 +252,7 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
     checkpoint; raising ``Cancelled`` from it stops the run after the current step (no partial files).
     ``extra_losses`` are added to the photometric loss (depth supervision, regularisers).
     """
-    config = config or TrainConfig()
+    config = config or preset("default")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
@@ -263,6 +271,8 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
 
     emit(progress, "training", 0, config.iterations, "loading images")
     train_views = load_views(scene, train_cams, background, device, config.max_resolution, config.downscale)
+    coarse_views = (train_views.downsampled(config.coarse_downscale)
+                    if config.coarse_iterations > 0 and config.coarse_downscale > 1 else None)
     _, extent = scene.camera_extent()
     order_gen = torch.Generator().manual_seed(config.seed)
 
@@ -302,13 +312,14 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
             if not order:  # a new pass over the training images, in random order (3DGS)
                 order = torch.randperm(len(train_views), generator=order_gen).tolist()
             idx = order.pop()
-            loss, out = _train_step(step, idx, params, optimizers, densifier, train_views, config, bg, extent,
+            views = coarse_views if coarse_views is not None and step < config.coarse_iterations else train_views
+            loss, out = _train_step(step, idx, params, optimizers, densifier, views, config, bg, extent,
                                     extra_losses)
             iteration = step + 1
             if iteration % config.log_every == 0 or iteration == config.iterations:
                 now = time.perf_counter()
                 with torch.no_grad():
-                    cur_psnr = float(psnr(out.colors.detach().clamp(0, 1), train_views.target(idx))[0])
+                    cur_psnr = float(psnr(out.colors.detach().clamp(0, 1), views.target(idx))[0])
                 metrics = {"loss": float(loss), "psnr": cur_psnr, "num_gaussians": len(params["means"]),
                            "it_per_s": (iteration - step_log) / max(now - t_log, 1e-9)}
                 t_log, step_log = now, iteration

@@ -71,8 +71,7 @@ def capture(result_dir: Path, out: Path, width: int, height: int, orbit: float =
                 steps = max(1, int(abs(orbit) / 2))
                 b.eval(f"window.splatworks.measureFps(0, {orbit / steps}, {steps})")
                 time.sleep(1.5)
-                n = b.eval("window.splatworks.framesRendered")
-                b.eval("window.splatworks.measureFps(0.5, 0, 3)")
+                b.eval("window.splatworks.measureFps(0.5, 0, 3)")  # a few still frames: Spark's sort settles
                 orbit_out = out.with_name(out.stem + "-orbit" + out.suffix)
                 b.call("screenshot", path=str(orbit_out))
                 written.append(orbit_out)

@@ -42,7 +42,7 @@ class MixVoxelsConfig:
     hidden_dim: int = option(64, "Width of the small MLP decoders.")
     # ---- dynamic branch (variation field) -------------------------------------------------------------
     dynamic_components: int = option(16, "VM components of the dynamic branch's spatial features.")
-    time_dim: int = option(32, "Channels of the time query (inner product with the per-voxel features).")
+    time_dim: int = option(32, "Hidden width of the time-query MLP (its outputs match the feature sizes).")
     time_frequencies: int = option(6, "Positional-encoding frequencies of the normalised time.")
     # ---- static / dynamic split --------------------------------------------------------------------------
     pixel_std_threshold: float = option(0.04, "Temporal std of a pixel (RGB in [0, 1]) above which it counts as "
@@ -84,10 +84,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "L": dict(iterations=25000, batch_rays=8192, grid_res=288, grid_res_start=96, samples_per_ray=160,
               appearance_components=64, dynamic_components=32, time_dim=48),
     # CPU smoke tests: a few hundred iterations on tiny images.
-    "tiny": dict(iterations=200, batch_rays=512, grid_res=48, grid_res_start=32, samples_per_ray=32,
+    "tiny": dict(iterations=200, batch_rays=512, grid_res=48, grid_res_start=24, samples_per_ray=32,
                  density_components=8, appearance_components=12, feature_dim=12, hidden_dim=32,
                  dynamic_components=8, time_dim=16, time_frequencies=4, variance_res=32, occupancy_res=48,
-                 occupancy_every=50, split_after=80, checkpoint_every=100, lr_grid=0.03, lr_network=3e-3,
+                 occupancy_every=50, split_after=80, checkpoint_every=100, lr_grid=0.06, lr_network=3e-3,
                  eval_chunk=4096, tv_weight=0.0, l1_weight=0.0),
 }
 

@@ -7,8 +7,10 @@ Notation (MixVoxels, ICCV 2023, Sec. 3):
 - static branch: ``sigma_s(x)``, ``c_s(x, d)`` from a TensoRF vector-matrix (VM) decomposition,
   ``G(x) = sum_k  v_k^X(x) M_k^{YZ}(y, z) + v_k^Y(y) M_k^{XZ}(x, z) + v_k^Z(z) M_k^{XY}(x, y)``.
 - dynamic branch (the "variation field"): per-voxel features ``f(x) in R^C`` from their own VM grids, queried by
-  time through an inner product with a time query ``q(t) in R^C``: ``sigma_d(x, t) = softplus(<f_sigma(x),
-  q_sigma(t)>)``; colour features ``f_c(x) * q_c(t)`` go to a small MLP with the view direction.
+  time through an inner product with a time query ``q(t) in R^C`` (a small MLP of the encoded time):
+  ``sigma_d(x, t) = softplus(G_sigma(x) + <f_sigma(x), q_sigma(t)> + shift)``; colour features
+  ``B G_c(x) + f_c(x) * q_c(t)`` go to the colour MLP with the view direction. The variation is a residual on the
+  static branch at the same voxel, so a voxel that becomes dynamic starts from its time-averaged look.
 - variance field ``V(x) >= 0``: a per-voxel estimate of the temporal std of what the voxel shows; voxels with
   ``V(x) > threshold`` are dynamic and use the dynamic branch, the others the static one.
 
@@ -113,12 +115,11 @@ class MixVoxelField(nn.Module):
         self.static_basis = nn.Linear(3 * cfg.appearance_components, cfg.feature_dim, bias=False)
         self.static_color = ColorDecoder(cfg.feature_dim, cfg.hidden_dim)
         # dynamic branch: spatial features f(x) and time queries q(t)
-        c = cfg.time_dim
+        c = cfg.feature_dim  # the time query lives in the static colour features' space (residual, see below)
         self.dynamic_grid = VMGrid(cfg.dynamic_components, res)
         self.dynamic_basis = nn.Linear(3 * cfg.dynamic_components, 2 * c, bias=False)
         self.time_frequencies = cfg.time_frequencies
-        self.time_query = _mlp(1 + 2 * cfg.time_frequencies, cfg.hidden_dim, 2 * c)
-        self.dynamic_color = ColorDecoder(c, cfg.hidden_dim)
+        self.time_query = _mlp(1 + 2 * cfg.time_frequencies, cfg.time_dim, 2 * c)
         self.time_dim = c
         # variance field: a small dense grid (one value per voxel), V = softplus(raw)
         vr = cfg.variance_res
@@ -146,11 +147,18 @@ class MixVoxelField(nn.Module):
 
     def dynamic_sigma_rgb(self, x: torch.Tensor, t: torch.Tensor, dirs: torch.Tensor | None
                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Density (P,) and, when ``dirs`` is given, colour (P, 3) of the dynamic branch at time t (P,)."""
+        """Density (P,) and, when ``dirs`` is given, colour (P, 3) of the dynamic branch at time t (P,).
+
+        The variation field is a residual on the static branch's value at the same voxel:
+        ``sigma_d = softplus(G_sigma(x) + <f_sigma(x), q_sigma(t)> + shift)`` and colour features
+        ``B G_c(x) + f_c(x) * q_c(t)`` through the shared colour decoder. A voxel that turns dynamic therefore
+        starts from what the static branch learned there (its time average) instead of from empty space."""
         f_s, f_c = self.dynamic_features(x)
         q_s, q_c = self.time_queries(t)
-        sigma = F.softplus((f_s * q_s).sum(-1) + DENSITY_SHIFT)
-        rgb = self.dynamic_color(f_c * q_c, dirs) if dirs is not None else None
+        sigma = F.softplus(self.static_density(x).sum(-1) + (f_s * q_s).sum(-1) + DENSITY_SHIFT)
+        rgb = None
+        if dirs is not None:
+            rgb = self.static_color(self.static_basis(self.static_app(x)) + f_c * q_c, dirs)
         return sigma, rgb
 
     # ---- variance -------------------------------------------------------------------------------------

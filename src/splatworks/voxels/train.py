@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 BACKEND = "mixvoxels"
+FORMAT = "splatworks.mixvoxels/2"  # bump when the field's parameters change meaning or shape
 # Settings that decide tensor shapes or the data: a checkpoint made with others cannot be resumed.
 _SHAPE_KEYS = ("density_components", "appearance_components", "feature_dim", "hidden_dim", "dynamic_components",
                "time_dim", "time_frequencies", "variance_res", "grid_res_start", "scale", "max_frames")
@@ -165,13 +166,16 @@ class MixVoxelsModel:
 
     # ---- persistence ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"backend": BACKEND, "field": self.field.state_dict(), "background": self.background.detach().cpu(),
+        return {"backend": BACKEND, "format": FORMAT, "field": self.field.state_dict(), "background": self.background.detach().cpu(),
                 "occupancy": None if self.occupancy is None else self.occupancy.cpu(),
                 "split_active": self.split_active, "grid_res": self.field.static_density.res,
                 "space": self.space.to_dict(), "n_frames": self.n_frames}
 
     @classmethod
     def from_state(cls, cfg: MixVoxelsConfig, state: dict[str, Any], device: torch.device) -> "MixVoxelsModel":
+        if state.get("format") != FORMAT:
+            raise UserError(f"this MixVoxels checkpoint has format {state.get('format')!r}, this version reads "
+                            f"{FORMAT!r}; train the model again (or use the splatworks version that wrote it)")
         model = cls(cfg, SceneSpace.from_dict(state["space"]), int(state["n_frames"]), device)
         if state["grid_res"] != model.field.static_density.res:
             model.field.upsample(int(state["grid_res"]))

@@ -66,6 +66,7 @@ $("form").addEventListener("submit", async (e) => {
   $("start").disabled = true;
   $("job").classList.remove("hidden");
   $("job-error").textContent = "";
+  state.error = null;
   state.phase = "uploading";
   document.body.dataset.state = "uploading";
   let answer;

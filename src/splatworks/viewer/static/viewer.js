@@ -6,7 +6,8 @@
 //   GET files.splat | files.ply             the latest checkpoint (re-fetched with ?ckpt=<latest_checkpoint>)
 //   GET /recon/pub/{key}/4d/manifest.json   4D sequences (kind == "dynamic"): static layer + per-frame layers
 // Live updates: GET /recon/pub/{key}/events (server-sent events) while the job runs, polling /info otherwise.
-// Query parameters: ?manifest=URL plays that 4D manifest; ?poll=MS polls /info every MS ms instead of events.
+// Query parameters: ?manifest=URL plays that 4D manifest; ?poll=MS polls /info every MS ms instead of events;
+// ?quality=fast|balanced|best; ?timing=1 records when splats first show (benchmarks).
 //
 // Camera conventions: three.js (OpenGL axes, camera looks down -z); start_camera is converted server-side from
 // the training camera (splatworks.viewer.camera) and the splat files keep the world frame of training.
@@ -36,10 +37,11 @@ const canvas = $("canvas");
 // ---- public state (tests and benchmarks read it) ------------------------------------------------------------
 const state = {
   key: KEY, phase: "starting", info: null, error: null, updatesVia: null,  // "events" | "polling"
+  webglRenderer: null,
   framesRendered: 0, loadsCompleted: 0, loadedUrl: null, loadedCheckpoint: null, numSplats: 0,
   // Milliseconds since navigation start (performance.now()): module running, first /info, first file parsed,
-  // first frame drawn with splats.
-  timings: { moduleStart: performance.now(), firstInfo: null, firstLoad: null, firstFrame: null },
+  // first frame drawn after the splats loaded, first frame with splat pixels on screen (?timing=1 only).
+  timings: { moduleStart: performance.now(), firstInfo: null, firstLoad: null, firstFrame: null, firstVisible: null },
   cameraPose: () => ({
     position: camera.position.toArray(), quaternion: camera.quaternion.toArray(),
     target: controls ? controls.target.toArray() : null, fov: camera.fov,
@@ -93,9 +95,30 @@ renderer.setAnimationLoop((time) => {
   state.framesRendered += 1;
   fpsCheck();
   if (state.loadsCompleted > 0 && state.timings.firstFrame === null) {
+    // WebGL draws asynchronously: read one pixel back so the time is when the frame is finished, not queued.
+    const gl = renderer.getContext();
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
     state.timings.firstFrame = performance.now();
   }
+  if (TIMING && state.loadsCompleted > 0 && state.timings.firstVisible === null && anySplatPixel()) {
+    state.timings.firstVisible = performance.now();
+  }
 });
+
+// ?timing=1 (benchmarks): after each frame, read a 5x5 grid of pixels back until one is not background, so
+// timings.firstVisible is when splats are really on screen (Spark generates and sorts them after loading).
+const TIMING = params.get("timing") === "1";
+const probe = new Uint8Array(4);
+function anySplatPixel() {
+  const gl = renderer.getContext(), w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+  for (let i = 1; i <= 5; i++) {
+    for (let j = 1; j <= 5; j++) {
+      gl.readPixels(Math.floor((w * i) / 6), Math.floor((h * j) / 6), 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, probe);
+      if (probe[0] + probe[1] + probe[2] > 30) return true;
+    }
+  }
+  return false;
+}
 
 let orbitStep = 0;  // radians per frame about the scene's up axis while measuring (a user orbiting)
 const orbitAxis = new THREE.Vector3();
@@ -184,7 +207,17 @@ $("quality").addEventListener("change", () => {
   spark.maxStdDev = QUALITY[$("quality").value].maxStdDev;
   resize();
 });
-spark.maxStdDev = QUALITY.balanced.maxStdDev;
+
+/** True when WebGL runs on a CPU rasterizer (no usable GPU): then "fast" is the better default. */
+function softwareRenderer() {
+  const gl = renderer.getContext(), ext = gl.getExtension("WEBGL_debug_renderer_info");
+  const name = ext ? String(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL)) : "";
+  state.webglRenderer = name;
+  return /swiftshader|llvmpipe|software|softpipe/i.test(name);
+}
+// ?quality=fast|balanced|best overrides the default (balanced, or fast on a software renderer).
+$("quality").value = QUALITY[params.get("quality")] ? params.get("quality") : softwareRenderer() ? "fast" : "balanced";
+spark.maxStdDev = QUALITY[$("quality").value].maxStdDev;
 
 // ---- status panel and messages ------------------------------------------------------------------------------
 function showStatus(text, percent = null) {

@@ -1,0 +1,117 @@
+"""Benchmark sequential 4D Gaussians on CMU Panoptic basketball (issue 7), on the GPU device.
+
+Steps: `dynamic prepare` with the ground-truth calibration imported (so calibration is not under test), the first
+camera held out; `dynamic train` (default settings unless overridden); per-frame held-out PSNR/SSIM, background
+flicker and drift (`dynamic eval`); the held-out camera's side-by-side video; the 4D export and its size per frame.
+
+    python benchmarks/dynamic_basketball.py --data ../shared/data/panoptic_basketball -o /tmp/bb \
+        [--frames 150] [--time-budget 0] [--set iterations_first_frame=7000 ...]
+
+``--time-budget S`` stops training after S seconds (frames finished so far are kept and scored: a shortened
+run). Writes OUT/summary.json (everything below), OUT/heldout.mp4, OUT/export/manifest.json; prints a Markdown
+row for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import PIL.Image  # noqa: F401  - before pycolmap (project pitfall)
+
+from splatworks.dynamic import sequential as seq
+from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.progress import Cancelled
+
+
+def parse_sets(items: list[str]) -> dict:
+    types = {f.name: f.type for f in fields(seq.SequentialConfig)}
+    out = {}
+    for item in items:
+        k, v = item.split("=", 1)
+        t = types[k]
+        out[k] = (v.lower() in ("1", "true", "yes")) if t in (bool, "bool") else \
+            int(v) if t in (int, "int") else float(v) if t in (float, "float") else v
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="panoptic_basketball folder (videos/, calibration.json)")
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--frames", type=int, default=150, help="frames to prepare and train (from the start)")
+    ap.add_argument("--time-budget", type=float, default=0.0, help="stop training after this many seconds (0 = no)")
+    ap.add_argument("--resize", type=float, default=1.0, help="frame scale for prepare (1 = 640x360)")
+    ap.add_argument("--set", nargs="*", default=[], help="SequentialConfig overrides, e.g. iterations_per_frame=2000")
+    args = ap.parse_args(argv)
+
+    t_start = time.perf_counter()
+    summary: dict = {"frames_requested": args.frames, "time_budget_s": args.time_budget, "overrides": args.set}
+    ds_root = args.out / "dataset"
+    if not (ds_root / "dataset.json").exists():
+        from splatworks.dynamic.prepare import PrepareConfig, prepare
+        from splatworks.config import from_dict, to_dict
+
+        d = to_dict(PrepareConfig())
+        d.update({"end_frame": args.frames, "resize": args.resize, "test_cameras": "first"})
+        d["calibration"].update({"method": "import", "file": str(args.data / "calibration.json")})
+        t0 = time.perf_counter()
+        prepare(args.data / "videos", ds_root, from_dict(PrepareConfig, d))
+        summary["prepare_s"] = time.perf_counter() - t0
+    ds = DynamicDataset.load(ds_root)
+    summary.update({"cameras": len(ds.camera_names), "held_out": ds.test_cameras, "frames_prepared": len(ds.frames),
+                    "points": int(len(ds.rig.points))})
+
+    cfg = seq.SequentialConfig(**parse_sets(args.set))
+    train_dir = args.out / "train"
+    t0 = time.perf_counter()
+
+    def progress(ev) -> None:
+        if ev.stage == "dynamic.train":
+            print(ev.message, flush=True)
+            if args.time_budget and time.perf_counter() - t0 > args.time_budget:
+                raise Cancelled("time budget")
+
+    try:
+        seq.train_sequence(ds, train_dir, cfg, progress=progress)
+        summary["stopped_by_budget"] = False
+    except Cancelled:
+        summary["stopped_by_budget"] = True
+    summary["train_wall_s"] = time.perf_counter() - t0
+    lines = seq.read_metrics(train_dir)
+    later = [l["seconds"] for l in lines[1:]]
+    summary.update({"frames_trained": len(lines), "frame0_s": lines[0]["seconds"] if lines else None,
+                    "per_frame_s_mean": sum(later) / len(later) if later else None,
+                    "per_frame_s_max": max(later) if later else None,
+                    "per_frame_wall_s_mean": (sum(l["frame_wall_s"] for l in lines[1:]) / len(later)) if later
+                    else None,
+                    "iterations_mean": sum(l["iterations"] for l in lines[1:]) / max(1, len(later)),
+                    "gaussians_last": lines[-1]["n_gaussians"] if lines else None,
+                    "dynamic_gaussians_last": lines[-1]["n_dynamic"] if lines else None,
+                    "pruned_total": sum(l["pruned_too_large"] + l["pruned_too_far"] for l in lines)})
+
+    from splatworks.dynamic.export4d import export_4d
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+    from splatworks.dynamic.render import render_video
+
+    ev = evaluate_sequence(train_dir, ds)
+    summary["eval"] = ev
+    render_video(train_dir, args.out / "heldout.mp4", camera=ds.test_cameras[0])
+    m = export_4d(train_dir, args.out / "export")
+    summary["export_bytes"] = m["bytes"]
+    summary["total_s"] = time.perf_counter() - t_start
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"| {summary['frames_trained']} frames | frame 0 {summary['frame0_s']:.1f} s | "
+          f"{summary['per_frame_s_mean'] or 0:.2f} s/frame ({summary['per_frame_wall_s_mean'] or 0:.2f} s wall) | PSNR {ev['psnr_mean']:.2f} dB | SSIM {ev['ssim_mean']:.3f} | "
+          f"static PSNR {ev['psnr_static_mean']:.2f} dB | flicker {ev['flicker_levels']:+.2f}/255 | "
+          f"drift {ev['drift_db_per_frame']:+.4f} dB/frame | {m['bytes']['per_frame_mean'] / 1e6:.2f} MB/frame "
+          f"(static {m['bytes']['static'] / 1e6:.1f} MB) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
