@@ -132,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         "model_mb": round(res.model_bytes / 1e6, 2),
         "psnr_mean": round(metrics["psnr_mean"], 3), "ssim_mean": round(metrics["ssim_mean"], 4),
         "psnr_static_mean": round(metrics["psnr_static_mean"], 3),
-        "flicker_levels": round(metrics["flicker_levels"], 3), "drift_db_per_frame": round(metrics["drift_db_per_frame"], 5),
+        "flicker_levels": round(metrics["flicker_levels"], 3),
+        "drift_db_per_frame": round(metrics["drift_db_per_frame"], 5),
         "psnr_per_minute": round(metrics["psnr_mean"] / max(res.train_seconds / 60, 1e-6), 3),
-        "dynamic_voxel_share": round(res.dynamic_voxel_share, 4), "dynamic_pixel_share": round(res.dynamic_pixel_share, 4),
+        "dynamic_voxel_share": round(res.dynamic_voxel_share, 4),
+        "dynamic_pixel_share": round(res.dynamic_pixel_share, 4),
         "video": str(args.output / "model" / f"render_{cam}.mp4"),
     }
     (args.output / "benchmark.json").write_text(json.dumps({**report, "psnr_per_frame": metrics["psnr"]}, indent=1))

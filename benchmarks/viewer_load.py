@@ -63,10 +63,10 @@ def run(splats: int, width: int, height: int, fps_seconds: float, screenshot: Pa
                   f"(wall {wall_first_frame:.1f} s); measuring frame rate...", file=sys.stderr, flush=True)
             # Let Spark finish its first sort before measuring steady drawing.
             time.sleep(2.0)
-            # At least 2 frames each: software rendering of 1M splats can take seconds per frame.
-            fps = browser.eval(f"window.splatworks.measureFps({fps_seconds}, 0.5, 2)")
+            # At least 3 frames each: software rendering of 1M splats can take seconds per frame.
+            fps = browser.eval(f"window.splatworks.measureFps({fps_seconds}, 0.5, 3)")
             print(f"orbiting: {fps}", file=sys.stderr, flush=True)
-            fps_still = browser.eval(f"window.splatworks.measureFps({fps_seconds}, 0, 2)")
+            fps_still = browser.eval(f"window.splatworks.measureFps({fps_seconds}, 0, 3)")
             print(f"still: {fps_still}", file=sys.stderr, flush=True)
             if screenshot:
                 browser.call("screenshot", path=str(screenshot), timeout_ms=300_000)

@@ -116,11 +116,11 @@ def _held_out_depth_error(out_dir: Path, folder: Path, depth_dir: Path) -> float
 
 def test_sparse_depth_lowers_held_out_depth_error(static_scene, tmp_path):
     folder, depth_dir = static_scene
-    common = ["--iterations", "150", "--checkpoint-steps", "150", "--device", "cpu", "--backend", "torch",
+    common = ["--iterations", "300", "--checkpoint-steps", "300", "--device", "cpu", "--backend", "torch",
               "--sh-degree", "0", "--init-num-random", "400", "--hold-out-every", "4", "--no-eval-lpips",
               "--no-save-splat", "--lr-means", "3e-3", "--lr-means-final", "3e-4", "--log-every", "1000"]
     errors = {}
-    for name, extra in (("none", []), ("sparse", ["--depth", "sparse", "--depth-weight", "1.0", "--depth-weight-final", "0.3"])):
+    for name, extra in (("none", []), ("sparse", ["--depth", "sparse", "--depth-weight", "3.0", "--depth-weight-final", "1.0"])):
         assert main(["train", str(folder), "-o", str(tmp_path / name), *common, *extra]) == 0
         errors[name] = _held_out_depth_error(tmp_path / name, folder, depth_dir)
     print("held-out median abs rel depth error", errors)

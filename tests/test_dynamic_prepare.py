@@ -283,3 +283,19 @@ def test_failed_sfm_falls_back_to_the_calibration_file_or_explains(rig, tmp_path
     assert cal["method"] == "import" and cal["fallback_from"] == "sfm" and "error" in cal["sfm_attempt"]
     assert any("SfM calibration incomplete" in w for w in ds.meta["warnings"])
     np.testing.assert_allclose(ds.rig.camera("cam01").world_to_camera, rig.rig.camera("cam01").world_to_camera)
+
+
+def test_hysteresis_grows_strong_detections_and_shadows_are_recognised() -> None:
+    bg = mk.BackgroundModel(median=np.full((40, 60, 3), 120.0, np.float32), sigma=np.full((40, 60), 1.0, np.float32))
+    frame = np.full((40, 60, 3), 120, np.uint8)
+    frame[10:20, 10:20] = 160   # strong (diff 40)
+    frame[10:20, 20:30] = 132   # weak (diff 12), touching the strong block
+    frame[30:36, 45:55] = 132   # weak, isolated
+    cfg = mk.MaskConfig(blur=0, threshold=3.0, min_difference=18.0, hysteresis=0.6)
+    dyn = mk.difference_map(frame, bg, cfg)
+    assert dyn[15, 15] and dyn[15, 25] and not dyn[33, 50] and not dyn[5, 5]
+    assert not mk.difference_map(frame, bg, replace(cfg, hysteresis=1.0))[15, 25]
+    shade = np.full((4, 4, 3), 120.0, np.float32)
+    frame_f = np.concatenate([shade * 0.7, np.stack([shade[..., 0] * 0.7, shade[..., 1], shade[..., 2] * 0.5], -1)])
+    shadow = mk.shadow_map(frame_f, np.concatenate([shade, shade]), max_angle_deg=3.0)
+    assert shadow[:4].all() and not shadow[4:].any()

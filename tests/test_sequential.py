@@ -245,7 +245,10 @@ def test_export_4d_static_layer_once_and_dynamic_per_frame(rig, run_frozen, tmp_
         a = torch.sort(layers["means"][:, 0]).values
         b = torch.sort(full["means"][:, 0]).values
         assert torch.allclose(a, b, atol=1e-5)
-    assert json.loads((tmp_path / "exp" / "manifest.json").read_text())["frame_urls"] == m["frame_files"]
+    doc = json.loads((tmp_path / "exp" / "manifest.json").read_text())  # what the viewer reads (docs/viewer.md)
+    assert doc["frame_urls"] == m["frame_files"] and doc["format"] == "splat"
+    assert [doc["frame_pattern"].replace("{frame}", f"{i:0{doc['frame_digits']}d}") for i in range(doc["frames"])] \
+        == doc["frame_urls"]
 
 
 def test_temporal_metrics_on_known_videos():

@@ -232,6 +232,18 @@ def test_sigkill_mid_training_then_restart_finishes_everything(tmp_path: Path, p
         assert dead["status"] == "ERROR" and "worker process died" in dead["error"] and "signal 9" in dead["error"]
         assert any("worker process died" in l for l in dead["log_tail"])
         assert client.get("/health").json()["jobs"] == {"PENDING": 0, "RUNNING": 0, "DONE": 2, "ERROR": 1}
+
+        # Cancel a running job: it stops at its next progress report; its worker is gone soon after.
+        d = client.post("/recon/jobs", files=multipart_files(photos["images"])).json()
+        st = wait_for(client, d["job_id"], lambda s: s["stage"] is not None, timeout=120, poll=0.1)
+        pid = int(next(l for l in st["log_tail"] if "worker pid" in l).split("worker pid ")[1].rstrip(")"))
+        assert client.post(f"/recon/jobs/{d['job_id']}/cancel").status_code == 200
+        stopped = wait_for(client, d["job_id"], timeout=60)
+        assert stopped["status"] == "ERROR" and stopped["cancelled"] and "cancelled" in stopped["error"]
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists()
         client.close()
     finally:
         srv.kill(signal.SIGKILL)

@@ -139,6 +139,9 @@ def test_viewer_renders_known_splats_then_swaps_in_new_checkpoint(service, brows
     assert 0.01 < lit < 0.6, f"{lit:.3f} of the page is lit"
     assert img[H - 60: H - 40, W // 2 - 10: W // 2 + 10].max() < 40
     assert "Finished" in b.call("text", selector="#status-text")
+    # Software WebGL (SwiftShader here) gets the "fast" quality by default.
+    assert "SwiftShader" in b.eval("window.splatworks.webglRenderer")
+    assert b.eval("document.getElementById('quality').value") == "fast"
 
     # The user orbits, then training publishes a newer checkpoint with other colours.
     b.call("drag", **{"from": [W // 2, H // 2], "to": [W // 2 + 60, H // 2 + 10]})

@@ -66,6 +66,26 @@ def test_start_camera_is_nearest_to_mean_view_direction_and_skips_held_out() -> 
     assert viewer_start_camera(scene, index=0)["name"] == "c0.png"
 
 
+def test_hemisphere_capture_starts_at_a_typical_elevation_not_the_top() -> None:
+    # Cameras on the upper hemisphere (as NeRF-synthetic): the mean direction points straight down, but the
+    # start view should be one of the typical, obliquely looking cameras.
+    rng = np.random.default_rng(3)
+    cams = []
+    for i in range(40):
+        elev, azim = (np.radians(88.0), 0.0) if i == 0 else (rng.uniform(0.1, 1.3), rng.uniform(0, 2 * np.pi))
+        center = 4 * np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
+        up_hint = np.array([0, 0, 1.0]) if i else np.array([1.0, 0, 0])
+        cams.append(Camera(f"h{i}.png", 64, 48, 50, 50, 32, 24,
+                           world_to_camera=look_at_world_to_camera(center, np.zeros(3), up_hint)))
+    scene = Scene(cameras=cams)
+    start = viewer_start_camera(scene)
+    elevations = [np.degrees(np.arcsin(c.center[2] / 4)) for c in cams]
+    chosen = elevations[int(start["name"][1:-4])]
+    # (5 degrees about the estimated up, which is not exactly +z: the top camera is rolled)
+    assert abs(chosen - np.median(elevations)) <= 8.0 and chosen < 70
+    np.testing.assert_allclose(start["target"], np.zeros(3), atol=1e-6)
+
+
 def test_forward_facing_capture_targets_the_sparse_points() -> None:
     # Parallel cameras (a forward-facing capture): optical axes never meet, so the target depth comes from the
     # sparse points' median, 6 units in front.

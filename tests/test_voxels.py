@@ -26,8 +26,10 @@ TRAIN_ITERS = 120
 
 
 def _cfg(**kw):
-    return preset("tiny", iterations=TRAIN_ITERS, split_after=50, occupancy_every=40, checkpoint_every=60,
-                  device="cpu", seed=0, **kw)
+    # the box holds the moving objects and most of the room (walls at 2.5 from the centre)
+    base = dict(iterations=TRAIN_ITERS, split_after=50, occupancy_every=40, checkpoint_every=60, bound_scale=0.6,
+                device="cpu", seed=0)
+    return preset("tiny", **{**base, **kw})
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +107,7 @@ def test_vm_grid_matches_per_pair_reference():
 def test_space_is_chosen_from_the_cameras(rig):
     ds, truth = rig
     assert classify_rig(truth.rig.cameras) == "box"  # an arc of cameras looking at the centre
-    space = make_space(truth.rig.cameras, "auto", points=truth.rig.points)
+    space = make_space(truth.rig.cameras, "auto", bound_scale=0.6)
     assert np.linalg.norm(space.center[:2]) < 0.3  # cameras look at TARGET (0, 0, 0.45)
     # every moving object's path lies inside the box
     assert (np.abs(truth.object_paths - space.center) < space.radius).all()
@@ -196,7 +198,7 @@ def test_split_finds_the_moving_objects(trained, rig):
             ij = uv[ok].astype(int)
             hits.append(union[ij[:, 1], ij[:, 0]].mean())
     precision, base = float(np.mean(hits_dyn)), float(np.mean(hits_all))
-    assert precision > 2.0 * base and precision > 0.4, (precision, base)
+    assert precision > 1.5 * base and precision > 0.3, (precision, base)
     # image space, held-out camera: dynamic weight share on GT-dynamic vs GT-static pixels
     cam = rig_scene.camera("cam02")
     share = np.stack([model.render_image(cam, i / 5)["dynamic_share"].numpy() for i in (0, 5)])
@@ -205,18 +207,22 @@ def test_split_finds_the_moving_objects(trained, rig):
     assert on_dyn > 0.5 and on_static < 0.15, (on_dyn, on_static)
 
 
-def test_render_writes_a_real_video(trained, tmp_path):
+def test_render_writes_a_real_video(trained, rig, tmp_path):
     import av
 
     from splatworks.voxels.evaluation import render_video
 
     out, _, _ = trained
+    ds, _ = rig
     path = render_video(out, "cam01", tmp_path / "cam01.mp4", fps=10)
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 6 and frames[0].shape == (H, W, 3)
-    # the moving objects change the picture; the video is not one repeated frame
-    assert np.abs(frames[0].astype(float) - frames[-1].astype(float)).mean() > 1.0
+    # the moving objects change the picture where they move (GT-dynamic pixels), the background stays
+    moving = _dynamic_union(ds, "cam01")
+    change = np.abs(frames[0].astype(float) - frames[-1].astype(float)).mean(-1)
+    assert change[moving].mean() > 3.0 * change[~moving].mean() and change[moving].mean() > 2.0, \
+        (change[moving].mean(), change[~moving].mean())
     with pytest.raises(Exception, match="no camera"):
         render_video(out, "cam99", tmp_path / "x.mp4")
 

@@ -8,7 +8,7 @@ Layout (every layer is an antimatter15 ``.splat``, 32 bytes per Gaussian, see ``
 
 ``manifest.json`` (read by the viewer's SequencePlayer, docs/viewer.md)::
 
-    {"format": "splatworks.4d/1", "fps": 30.0, "frames": 150, "frames_ready": 150,
+    {"schema": "splatworks.4d/1", "format": "splat", "fps": 30.0, "frames": 150, "frames_ready": 150,
      "static": "static.splat", "frame_files": ["frames/000000.splat", ...], "frame_urls": (same list),
      "frame_pattern": "frames/{frame}.splat", "frame_digits": 6, "frame_numbers": [dataset frame numbers],
      "bytes": {"static": ..., "per_frame": [...], "per_frame_mean": ..., "per_frame_max": ...},
@@ -76,7 +76,8 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
         emit(progress, "export4d", i + 1, len(frames), f"frame {f}: {per_frame[-1] / 1e6:.2f} MB")
     total = int(state.get("frames_total", len(frames)))
     manifest = {
-        "format": "splatworks.4d/1",
+        "schema": "splatworks.4d/1",
+        "format": "splat",
         "fps": float(source.get("fps", 30.0)),
         "frames": total,
         "frames_ready": len(frames),

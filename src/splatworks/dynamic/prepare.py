@@ -246,7 +246,8 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
         except UserError as exc:
             if truth is None or not cfg.calibration.fallback_import:
                 raise
-            attempt = rig.meta["calibration"] if rig is not None else {"method": "sfm", "error": str(exc)}
+            attempt = rig.meta["calibration"] if rig is not None else \
+                {"method": "sfm", "images": cfg.calibration.images, "error": str(exc)}
             log.warning("%s; using the calibration file instead", exc)
             warnings.append(f"SfM calibration incomplete ({exc}); imported {cfg.calibration.file} instead")
             rig, observations = truth, None

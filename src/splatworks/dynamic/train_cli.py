@@ -37,24 +37,30 @@ Examples:
 """
 
 
-def _bar(total_label: str):
-    """A ProgressFn that drives a tqdm bar per stage."""
-    from tqdm import tqdm
+class _Bars:
+    """A ProgressFn that drives one tqdm bar per stage (frames); ``close()`` when the command ends."""
 
-    bars: dict[str, Any] = {}
+    STAGES = ("dynamic.train", "dynamic.render", "export4d")
 
-    def progress(ev) -> None:
-        if ev.stage not in ("dynamic.train", "dynamic.render", "export4d"):
+    def __init__(self, label: str) -> None:
+        self.label, self.bars = label, {}
+
+    def __call__(self, ev) -> None:
+        from tqdm import tqdm
+
+        if ev.stage not in self.STAGES:
             return
-        bar = bars.get(ev.stage)
+        bar = self.bars.get(ev.stage)
         if bar is None:
-            bar = bars[ev.stage] = tqdm(total=ev.total or None, desc=total_label, unit="frame")
-        bar.n = ev.step
+            bar = self.bars[ev.stage] = tqdm(total=ev.total or None, desc=self.label, unit="frame")
+        bar.total = ev.total or bar.total
+        bar.update(max(0, ev.step - bar.n))
         if ev.message:
             bar.set_postfix_str(ev.message[:60])
-        bar.refresh()
 
-    return progress
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -79,8 +85,11 @@ def _run_train(args: argparse.Namespace) -> int:
         ds = DynamicDataset.load(args.dataset)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    lines = train_sequence(ds, args.output, cfg, progress=_bar("training"), resume=not args.no_resume)
-    print()
+    bars = _Bars("training")
+    try:
+        lines = train_sequence(ds, args.output, cfg, progress=bars, resume=not args.no_resume)
+    finally:
+        bars.close()
     if lines:
         later = [l["seconds"] for l in lines if l["frame"] != ds.frames[0]]
         msg = f"trained {len(lines)} frames into {args.output}"
@@ -114,9 +123,13 @@ def _run_render(args: argparse.Namespace) -> int:
     if args.pose:
         doc = json.loads(Path(args.pose).read_text())
         pose = np.asarray(doc["world_to_camera"] if isinstance(doc, dict) else doc, dtype=np.float64)
-    res = render_video(args.train_dir, args.output, camera=args.camera, fps=args.fps, pose=pose,
-                       side_by_side=args.side_by_side, dataset_root=args.dataset, progress=_bar("rendering"))
-    print(f"\nwrote {res.path}: {res.frames} frames from {res.camera}"
+    bars = _Bars("rendering")
+    try:
+        res = render_video(args.train_dir, args.output, camera=args.camera, fps=args.fps, pose=pose,
+                           side_by_side=args.side_by_side, dataset_root=args.dataset, progress=bars)
+    finally:
+        bars.close()
+    print(f"wrote {res.path}: {res.frames} frames from {res.camera}"
           + (" (rendering | ground truth)" if res.side_by_side else ""))
     return 0
 
@@ -124,9 +137,13 @@ def _run_render(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from splatworks.dynamic.export4d import export_4d
 
-    m = export_4d(args.train_dir, args.output, progress=_bar("exporting"))
+    bars = _Bars("exporting")
+    try:
+        m = export_4d(args.train_dir, args.output, progress=bars)
+    finally:
+        bars.close()
     b = m["bytes"]
-    print(f"\n4D export in {args.output}: static layer {b['static'] / 1e6:.2f} MB, {m['frames_ready']} frames, "
+    print(f"4D export in {args.output}: static layer {b['static'] / 1e6:.2f} MB, {m['frames_ready']} frames, "
           f"{b['per_frame_mean'] / 1e6:.3f} MB per frame (max {b['per_frame_max'] / 1e6:.3f} MB)")
     return 0
 

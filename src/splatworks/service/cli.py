@@ -31,6 +31,10 @@ def register(sub: Any) -> None:
 
     register_reconstruct(sub)
 
+    from splatworks.service.worker_cli import register_worker  # `splatworks worker` (README: Running on a cluster)
+
+    register_worker(sub)
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn

@@ -77,12 +77,38 @@ def _die_with_parent() -> None:
         pass
 
 
+def _kill_previous_group(pgid_file: "os.PathLike[str]") -> None:
+    try:
+        pgid = int(open(pgid_file).read().strip())
+    except (OSError, ValueError):
+        return
+    if pgid > 1 and pgid != os.getpgid(0):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_tree(process: Any, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker and every process of its group (a worker leads its own group)."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if process.is_alive():  # in case it had not made its group yet (never a reaped, maybe reused pid)
+        try:
+            os.kill(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) -> None:
     """Entry point of a worker process: run one job attempt and record how it ended."""
     _die_with_parent()
     if os.getppid() != parent_pid:  # the server died before prctl took effect
         os._exit(1)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+    os.setpgid(0, 0)  # its own process group: killing the group also ends helpers it starts (pycolmap)
     os.nice(WORKER_NICE)  # the API process keeps answering promptly while jobs use every core
     import json
 
@@ -98,6 +124,8 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
     paths.root.mkdir(parents=True, exist_ok=True)
     lock = open(paths.lock, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # waits for a surviving older worker of this job, if any
+    _kill_previous_group(paths.root / ".pgid")  # helpers an earlier, killed attempt left behind
+    (paths.root / ".pgid").write_text(str(os.getpgid(0)))
     job = store.get(job_id)
     if job is None or job.attempt != attempt or job.status != RUNNING:
         return  # deleted, cancelled or superseded meanwhile
@@ -191,7 +219,7 @@ class LocalExecutor(Executor):
         if wait > 0:
             run.process.join(wait)
             if run.process.is_alive():
-                run.process.kill()
+                kill_tree(run.process)
                 run.process.join(5)
         return True
 
@@ -203,11 +231,10 @@ class LocalExecutor(Executor):
         with self._lock:
             runs = list(self._running.values())
         for run in runs:  # the jobs stay RUNNING in the store: the next start resumes them
-            run.process.terminate()
+            kill_tree(run.process, signal.SIGTERM)
         for run in runs:
             run.process.join(timeout)
-            if run.process.is_alive():
-                run.process.kill()
+            kill_tree(run.process)  # helpers (pycolmap) too, even when the worker itself ended
 
     # ---- the scheduler thread (workers are started from it, so PR_SET_PDEATHSIG follows it) -----------------
 
@@ -242,6 +269,7 @@ class LocalExecutor(Executor):
         for r in done:
             r.process.join(0)
             code = r.process.exitcode
+            kill_tree(r.process)  # helpers a killed worker left behind
             job = self.store.get(r.job_id)
             if job is not None and job.status == RUNNING and job.attempt == r.attempt:
                 # The worker ended without recording an outcome: killed (OOM killer, SIGKILL) or crashed.
@@ -266,7 +294,7 @@ class LocalExecutor(Executor):
                     r.cancel_at = now + self.settings.cancel_grace_seconds
             if r.cancel_at is not None and now >= r.cancel_at and r.process.is_alive():
                 log.warning("killing a cancelled job's worker", extra={"job_id": r.job_id})
-                r.process.kill()
+                kill_tree(r.process)
 
 
 def make_executor(settings: ServiceSettings, store: JobStore) -> Executor:

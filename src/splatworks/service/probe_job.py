@@ -85,8 +85,9 @@ def run_probe_kind(job_dir: str, job_config: dict[str, Any], progress: Callable[
         published = None
         if s % cfg.checkpoint_every == 0 or s == cfg.steps:
             published = publish_checkpoint_state(ctx, s, x)
+        # The state checkpoint lives in job storage, not gs_output: reported as a message, not as a result.
         emit(progress, "training", s, cfg.steps, metrics={"spread": float(x.std())},
-             checkpoint=published)
+             message=f"checkpoint published: step {s} (attempt {attempt})" if published else "")
     result = {"job_id": job_id, "attempt": attempt, "resumed_from": start, "steps": cfg.steps,
               "config": asdict(cfg), "x_sha": _sha(x)}
     ply_key = f"{job_id}/gs_output/point_cloud/iteration_{cfg.steps}/point_cloud.ply"

@@ -57,13 +57,14 @@ class _Heartbeat(threading.Thread):
         self.lost = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.wait(self.interval):
+        while not self.stop.is_set():
             try:
                 if not self.store.heartbeat(self.job_id, self.attempt):
                     self.lost.set()
                     return
             except Exception:  # noqa: BLE001 - a database blip: the next beat tries again
                 log.warning("heartbeat failed", exc_info=True)
+            self.stop.wait(self.interval)
         try:
             self.store.close()
         except Exception:  # noqa: BLE001
@@ -85,15 +86,21 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
 
     settings = ServiceSettings.from_dict(json.loads(settings_json))
     node = _node_id()
+    # Everything slow (connections, storage) is set up before the claim: once claimed, the heartbeat starts
+    # at once, so a slow start on a busy node is not mistaken for a lost attempt.
     store: Any = open_store(settings.resolved_database_url)
+    beat_store: Any = open_store(settings.resolved_database_url)
+    storage = open_storage(settings.storage_url, settings.jobs_dir)
+    paths = JobPaths.of(settings.jobs_dir, job_id)
     job = store.claim(job_id)
     if job is None:
         store.close()
+        beat_store.close()
         return {"job_id": job_id, "attempt": None, "outcome": "not-claimed", "node": node}
     attempt = job.attempt
-    store.record_attempt(job_id, attempt, node, socket.gethostname(), os.getpid())
-    beat = _Heartbeat(open_store(settings.resolved_database_url), job_id, attempt, settings.heartbeat_seconds)
+    beat = _Heartbeat(beat_store, job_id, attempt, settings.heartbeat_seconds)
     beat.start()
+    store.record_attempt(job_id, attempt, node, socket.gethostname(), os.getpid())
 
     def fence() -> bool:
         """True while the database says this attempt still owns the job."""
@@ -102,9 +109,7 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
         current = store.get(job_id)
         return current is not None and current.attempt == attempt and current.status == RUNNING
 
-    paths = JobPaths.of(settings.jobs_dir, job_id)
     paths.root.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(settings.storage_url, settings.jobs_dir)
     set_job_context(JobContext(storage, job_id, attempt, fence))
     rec = ProgressRecorder(store, job_id, attempt, paths)
     outcome = "error"
@@ -137,6 +142,14 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
         if outcome == "cancelled":
             store.update(job_id, attempt=attempt, status=ERROR, error=str(exc), cancelled=True,
                          finished_at=time.time(), eta_seconds=None)
+    except (SystemExit, KeyboardInterrupt):
+        # Ray stops the worker (SIGTERM): its owner, the API process, died, or the node shuts down. Not the
+        # job's fault: back to the queue at once (no need to wait for the heartbeat timeout), then exit.
+        outcome = "interrupted"
+        if store.update(job_id, attempt=attempt, status=PENDING, eta_seconds=None):
+            rec.log(f"attempt {attempt} was stopped by the cluster (node shutdown or API restart); the job goes "
+                    "back to the queue and resumes from its last checkpoint")
+        raise
     except _UserError as exc:
         rec.log(f"ERROR: {exc}")
         store.update(job_id, attempt=attempt, status=ERROR, error=str(exc), finished_at=time.time(),

@@ -304,6 +304,13 @@ class PostgresJobStore(JobStore):
             self.append_log(job_id, [reason.format(attempt=attempt)])
         return out
 
+    def queue_position(self, job: JobRecord) -> int | None:
+        """How many PENDING jobs are ahead of ``job`` (None unless it is PENDING)."""
+        if job.status != PENDING:
+            return None
+        row = self._run("SELECT COUNT(*) AS n FROM jobs WHERE status = %s AND seq < %s", (PENDING, job.seq), "one")
+        return int(row["n"])
+
     def pending_ids(self, limit: int = 1000) -> list[str]:
         rows = self._run("SELECT job_id FROM jobs WHERE status = %s ORDER BY seq LIMIT %s", (PENDING, limit), "all")
         return [r["job_id"] for r in rows]

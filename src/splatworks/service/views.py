@@ -93,6 +93,8 @@ def job_status(settings: ServiceSettings, store: JobStore, job: JobRecord) -> Jo
 
 
 def _queue_position(store: JobStore, job: JobRecord) -> int | None:
+    if hasattr(store, "queue_position"):  # stores that answer it themselves (PostgresJobStore)
+        return store.queue_position(job)
     conn = getattr(store, "_conn", None)
     if conn is None:
         return None

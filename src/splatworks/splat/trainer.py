@@ -88,6 +88,8 @@ class TrainConfig:
     coarse_iterations: int = option(0, "Train the first N iterations on images downscaled by --coarse-downscale "
                                     "(coarse-to-fine: cheap early steps while the Gaussians are placed).")
     coarse_downscale: float = option(2.0, "Image downscale factor of the coarse phase.")
+    compile_loss: bool = option(True, "On CUDA, fuse the loss (L1, SSIM, regularisers) with torch.compile; "
+                                "compiled once before training starts, eager if compiling fails.")
     packed: bool = option(False, "gsplat packed mode (less memory with many cameras per step; slower for one).")
     visible_adam: bool = option(True, "Adam updates only the Gaussians visible in the step (gsplat, CUDA).")
     seed: int = option(0, "Random seed.")
@@ -377,11 +379,8 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg, mode=mode,
                  backend=config.backend, packed=config.packed, absgrad=config.absgrad)  # type: ignore[arg-type]
     gt = views.target(idx)
-    loss = photometric_loss(out.colors, gt, config.ssim_weight)
-    if config.opacity_reg > 0:
-        loss = loss + config.opacity_reg * torch.sigmoid(params["opacities"]).mean()
-    if config.scale_reg > 0:
-        loss = loss + config.scale_reg * torch.exp(params["scales"]).mean()
+    loss = _LOSS["fn"](out.colors, gt, params["opacities"], params["scales"], config.ssim_weight,
+                       config.opacity_reg, config.scale_reg)
     for extra in extra_losses or ():
         loss = loss + extra(step + 1, idx, out, params)
     densifier.before_backward(step, out)
@@ -397,15 +396,47 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     return loss.detach(), out
 
 
+def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, scales: torch.Tensor,
+               ssim_weight: float, opacity_reg: float, scale_reg: float) -> torch.Tensor:
+    """The training loss: (1 - w) L1 + w (1 - SSIM) + opacity_reg mean(sigmoid(o)) + scale_reg mean(exp(s))."""
+    loss = photometric_loss(pred, gt, ssim_weight)
+    if opacity_reg > 0:
+        loss = loss + opacity_reg * torch.sigmoid(opacities).mean()
+    if scale_reg > 0:
+        loss = loss + scale_reg * torch.exp(scales).mean()
+    return loss
+
+
+# The loss the loop calls: eager, or its torch.compile'd version once _warm_up has compiled it (CUDA only).
+_LOSS: dict[str, Callable[..., torch.Tensor]] = {"fn": loss_terms}
+
+
 def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, bg: torch.Tensor) -> None:
-    """Compile gsplat's kernels and cuDNN plans before the clock starts (a tiny copy, nothing is updated)."""
+    """Compile gsplat's kernels, cuDNN plans and (optionally) the fused loss before the clock starts.
+
+    Runs on a detached copy of a few Gaussians: nothing of the model or the optimisers changes.
+    """
+    _LOSS["fn"] = loss_terms
     if not bg.is_cuda:
         return
     small = {k: v.detach()[:1000].clone().requires_grad_(True) for k, v in params.items()}
     w, h = views.sizes[0]
-    out = render(small, views.viewmats[:1], views.Ks[:1], w, h, config.sh_degree, bg, backend=config.backend,
-                 packed=config.packed)
-    photometric_loss(out.colors, views.target(0), config.ssim_weight).backward()
+
+    def once(fn: Callable[..., torch.Tensor]) -> None:
+        out = render(small, views.viewmats[:1], views.Ks[:1], w, h, config.sh_degree, bg, backend=config.backend,
+                     packed=config.packed)
+        fn(out.colors, views.target(0), small["opacities"], small["scales"], config.ssim_weight,
+           config.opacity_reg, config.scale_reg).backward()
+
+    once(loss_terms)
+    if config.compile_loss:
+        try:
+            compiled = torch.compile(loss_terms, dynamic=True)
+            for _ in range(2):
+                once(compiled)
+            _LOSS["fn"] = compiled
+        except Exception as exc:  # no Triton / compiler on this machine: the eager loss is the same maths
+            log.warning("torch.compile of the loss failed (%s); using the eager loss", exc)
     torch.cuda.synchronize()
 
 

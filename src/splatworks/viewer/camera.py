@@ -68,7 +68,7 @@ def viewer_start_camera(scene: Scene, index: int | None = None) -> dict[str, Any
     Args:
         scene: the job's scene (cameras with OpenCV ``world_to_camera``).
         index: index into ``scene.train_cameras`` (all cameras when none are marked for training); by default
-            the camera whose viewing direction is nearest the mean viewing direction.
+            ``typical_camera_index``: a camera at the median elevation, nearest the mean viewing direction.
 
     Returns:
         JSON-ready dict (lengths in world units, angles in degrees):
@@ -83,9 +83,9 @@ def viewer_start_camera(scene: Scene, index: int | None = None) -> dict[str, Any
     if not cameras:
         raise ValueError("scene has no cameras: the viewer's start camera is taken from a training camera")
     forwards = np.array([_forward(c) for c in cameras])
+    up = scene_up(cameras)
     if index is None:
-        mean_dir = forwards.mean(axis=0)
-        index = int(np.argmax(forwards @ mean_dir)) if np.linalg.norm(mean_dir) > 1e-6 else 0
+        index = typical_camera_index(forwards, up)
     cam = cameras[index]
     c2w_gl = cam.camera_to_world @ OPENGL_TO_OPENCV
     position, forward = cam.center, forwards[index]
@@ -105,7 +105,7 @@ def viewer_start_camera(scene: Scene, index: int | None = None) -> dict[str, Any
         "position": position.tolist(),
         "quaternion": rotation_to_quaternion_xyzw(c2w_gl[:3, :3]).tolist(),
         "target": target.tolist(),
-        "up": scene_up(cameras).tolist(),
+        "up": up.tolist(),
         "fov": math.degrees(cam.fov_y),
         "aspect": cam.width / cam.height,
         "near": 0.01 * depth,
@@ -115,6 +115,23 @@ def viewer_start_camera(scene: Scene, index: int | None = None) -> dict[str, Any
         "convention": "three.js: OpenGL camera axes (x right, y up, looks down -z), quaternion xyzw, world frame "
                       "of the splat files",
     }
+
+
+def typical_camera_index(forwards: np.ndarray, up: np.ndarray, tolerance_deg: float = 5.0) -> int:
+    """Index of a representative view among (N, 3) unit viewing directions: among the cameras within
+    ``tolerance_deg`` of the median elevation (angle below the horizon), the one nearest the mean direction.
+
+    The mean direction alone picks the top-down view of a hemispherical capture (NeRF-synthetic, turntables):
+    looking straight down the up axis shows the object from its least familiar side, and orbiting about up is
+    degenerate there.
+    """
+    elevation = np.degrees(np.arcsin(np.clip(-(forwards @ up), -1.0, 1.0)))
+    gap = np.abs(elevation - np.median(elevation))
+    candidates = np.flatnonzero(gap <= max(tolerance_deg, gap.min() + 1e-9))
+    mean_dir = forwards.mean(axis=0)
+    if np.linalg.norm(mean_dir) < 1e-6:
+        return int(candidates[0])
+    return int(candidates[np.argmax(forwards[candidates] @ mean_dir)])
 
 
 def rotation_to_quaternion_xyzw(R: np.ndarray) -> np.ndarray:

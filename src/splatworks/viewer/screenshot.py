@@ -1,6 +1,6 @@
 """Screenshots of the viewer for docs: a result folder (or a synthetic splat scene) in real headless Chromium.
 
-    python -m splatworks.viewer.screenshot RESULT_DIR --out docs/img/lego.png [--orbit 30]
+    python -m splatworks.viewer.screenshot RESULT_DIR --out docs/img/lego.png [--orbit 30] [--scene CAMERAS]
     python -m splatworks.viewer.screenshot --synthetic --out docs/img/viewer_synthetic.png
 
 RESULT_DIR is a job folder or a trainer output folder (``point_cloud/iteration_N/scene.splat``; a ``scene.json``
@@ -47,6 +47,21 @@ def synthetic_result(folder: Path, width: int, height: int, splats: int = 150_00
     return folder
 
 
+def stage_result(result_dir: Path, scene_path: Path, folder: Path) -> Path:
+    """A job-shaped copy of a trainer output (``point_cloud/iteration_N``) with the cameras of ``scene_path``
+    (anything ``scene.io.load_any`` reads: scene.json, a transforms.json folder, a COLMAP model)."""
+    import shutil
+
+    from ..scene.io import load_any
+
+    src = next((p for p in (result_dir / "point_cloud", result_dir / "gs_output" / "point_cloud") if p.is_dir()), None)
+    if src is None:
+        raise SystemExit(f"error: {result_dir} has no point_cloud/iteration_N folder (a trainer output or job folder)")
+    shutil.copytree(src, folder / "gs_output" / "point_cloud")
+    load_any(scene_path).save(folder / "colmap")
+    return folder
+
+
 def capture(result_dir: Path, out: Path, width: int, height: int, orbit: float = 0.0) -> list[Path]:
     """Screenshots of ``result_dir`` in the viewer: ``out`` from the start camera, ``out``-orbit.png after
     orbiting. Returns the files written."""
@@ -86,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m splatworks.viewer.screenshot", description=__doc__.split("\n")[0])
     parser.add_argument("result_dir", nargs="?", type=Path, help="job folder or trainer output folder")
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic splat scene instead")
+    parser.add_argument("--scene", type=Path, default=None,
+                        help="cameras for the start view when RESULT_DIR has no scene.json (e.g. the lego data folder)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--width", type=int, default=800)
     parser.add_argument("--height", type=int, default=500)
@@ -98,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if (args.result_dir is None) == (not args.synthetic):
         parser.error("give RESULT_DIR or --synthetic (one of them)")
     with tempfile.TemporaryDirectory(prefix="viewer_synth_") as tmp:
-        src = synthetic_result(Path(tmp) / "synthetic", args.width, args.height) if args.synthetic else args.result_dir
+        if args.synthetic:
+            src = synthetic_result(Path(tmp) / "synthetic", args.width, args.height)
+        elif args.scene is not None:
+            src = stage_result(args.result_dir, args.scene, Path(tmp) / "staged")
+        else:
+            src = args.result_dir
         for path in capture(src, args.out, args.width, args.height, args.orbit):
             print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
     return 0

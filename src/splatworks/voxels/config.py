@@ -26,7 +26,7 @@ class MixVoxelsConfig:
                              "'contract' (forward-facing rigs: unbounded space squashed into a ball), "
                              "'auto' (chosen from where the cameras look).", choices=("auto", "box", "contract"))
     bound_scale: float = option(1.0, "Half-size of the scene box relative to the mean camera distance from "
-                                "the point the cameras look at (box scenes).")
+                                "the point the cameras look at (box scenes); 0 = fit the sparse points.")
     samples_per_ray: int = option(96, "Ray samples between the near and far bounds (before empty-space skipping).")
     near: float = option(0.05, "Nearest sample in camera z, as a fraction of the mean camera distance.")
     background: str = option("learned", "Colour behind the scene: 'black', 'white' or 'learned' (one RGB).",

@@ -101,9 +101,10 @@ def make_space(cameras: list[Camera], kind: str = "auto", bound_scale: float = 1
                points: np.ndarray | None = None) -> SceneSpace:
     """Choose the scene parameterisation from the cameras (and sparse points, when there are any).
 
-    Box scenes: centred on the look-at point, half-size ``bound_scale x`` the mean camera distance to it (or the
-    robust extent of the sparse points when that is larger). Contracted scenes: centred on the look-at point
-    (or the median point), inner radius = the distance from the rig to it."""
+    Box scenes: centred on the look-at point, half-size ``bound_scale x`` the mean camera distance to it
+    (``bound_scale <= 0``: the robust extent of the sparse points, when there are any).
+    Contracted scenes: centred on the median sparse point (without points: four rig baselines in front of the
+    rig), inner radius = half the mean distance from the cameras to that centre."""
     if kind == "auto":
         kind = classify_rig(cameras)
     centers = np.array([c.center for c in cameras])
@@ -119,10 +120,13 @@ def make_space(cameras: list[Camera], kind: str = "auto", bound_scale: float = 1
             baseline = max(float(np.linalg.norm(centers - centers.mean(0), axis=1).max()), 1e-3)
             center = centers.mean(0) + fwd * 4.0 * baseline
     dist = float(np.linalg.norm(centers - center, axis=1).mean())
-    radius = max(dist * bound_scale, 1e-6) if kind == "box" else max(dist * 0.5, 1e-6)
-    if kind == "box" and points is not None and len(points) >= 10:
-        lo, hi = np.percentile(points, [2, 98], axis=0)
-        radius = max(radius, 1.1 * float(np.abs(np.stack([lo, hi]) - center).max()))
+    if kind == "box":
+        radius = max(dist * (bound_scale if bound_scale > 0 else 1.0), 1e-6)
+    else:
+        radius = max(dist * 0.5, 1e-6)
+    if kind == "box" and bound_scale <= 0 and points is not None and len(points) >= 10:
+        lo, hi = np.percentile(points, [2, 98], axis=0)  # auto: the box holds the sparse points
+        radius = 1.1 * float(np.abs(np.stack([lo, hi]) - center).max())
     near = max(near_fraction * dist, 1e-4)
     far = (dist + 2.0 * radius) if kind == "box" else dist * 1e3
     return SceneSpace(kind=kind, center=np.asarray(center, dtype=np.float64), radius=float(radius), near=near,

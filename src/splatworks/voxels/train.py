@@ -166,7 +166,8 @@ class MixVoxelsModel:
 
     # ---- persistence ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"backend": BACKEND, "format": FORMAT, "field": self.field.state_dict(), "background": self.background.detach().cpu(),
+        return {"backend": BACKEND, "format": FORMAT, "field": self.field.state_dict(),
+                "background": self.background.detach().cpu(),
                 "occupancy": None if self.occupancy is None else self.occupancy.cpu(),
                 "split_active": self.split_active, "grid_res": self.field.static_density.res,
                 "space": self.space.to_dict(), "n_frames": self.n_frames}

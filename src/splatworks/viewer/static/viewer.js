@@ -46,7 +46,7 @@ const state = {
     position: camera.position.toArray(), quaternion: camera.quaternion.toArray(),
     target: controls ? controls.target.toArray() : null, fov: camera.fov,
   }),
-  measureFps: (seconds = 3, orbitDegPerFrame = 0.5) => measureFps(seconds, orbitDegPerFrame),
+  measureFps: (seconds = 3, orbitDegPerFrame = 0.5, minFrames = 5) => measureFps(seconds, orbitDegPerFrame, minFrames),
   player: null,
 };
 window.splatworks = state;
