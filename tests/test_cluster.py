@@ -2,9 +2,11 @@
 worker nodes each declaring one GPU), PostgreSQL from Debian's packages on loopback, a real ``splatworks serve
 --executor ray`` process, the shared job folder as storage.
 
-Jobs are of the ``probe`` kind (``splatworks.service.probe_job``): a deterministic synthetic "training" that
-publishes real checkpoints through ``storage.publish_checkpoint`` and a real .ply result, so "resumed from its
-last checkpoint" is checked exactly: the resumed run must end with the same numbers as an uninterrupted one.
+One job is the real static pipeline (upload -> SfM -> 30 training iterations -> .ply/.splat) through the API.
+The failure scenarios use the ``probe`` kind (``splatworks.service.probe_job``): a deterministic synthetic
+"training" that publishes real checkpoints through ``storage.publish_checkpoint`` and a real .ply result, so
+"resumed from its last checkpoint" is checked exactly: the resumed run must end with the same numbers as an
+uninterrupted one. The module takes about 1.5-2.5 minutes on the 2-core machine (most of it starting Ray).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def env(pg, cluster, tmp_path_factory):
     url = pg.new_database("cluster")
     server = ServerProcess(data_dir, "--executor", "ray", "--database-url", url, "--ray-address", c.address,
                            "--heartbeat-seconds", str(HEARTBEAT), "--heartbeat-timeout-seconds",
-                           str(HEARTBEAT_TIMEOUT), "--max-concurrent-jobs", "2")
+                           str(HEARTBEAT_TIMEOUT), "--max-concurrent-jobs", "2",
+                           "--train-preset", "tiny", "--train-iterations", "30")  # for the real static job
     try:
         server.start(timeout=120)
     except BaseException:
@@ -107,6 +110,34 @@ def test_jobs_spread_over_both_nodes(env):
     ran_on = {store.attempts(j.job_id)[0]["node"] for j in jobs}
     assert ran_on == {n.node_id for n in nodes}, "the two jobs should run on the two GPU nodes, one each"
     assert c.head_node.node_id not in ran_on
+
+
+def test_real_static_job_runs_on_the_cluster(env, tmp_path):
+    """The real pipeline (upload -> SfM -> training -> export) through the same API, as a Ray task on a GPU node."""
+    import PIL.Image  # noqa: F401 - before pycolmap (see the conftest notes)
+
+    from splatworks.service.jobs import ply_is_complete, splat_is_complete
+    from splatworks.service.testing import multipart_files
+    from splatworks.synthetic import make_static_scene
+
+    store, server, data_dir, c, nodes = env
+    make_static_scene(tmp_path / "scene", n_views=16, width=128, height=96, seed=3)
+    views = sorted((tmp_path / "scene" / "images").glob("*.png"))[::2]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        created = client.post("/recon/jobs", files=multipart_files(views))
+        assert created.status_code == 200, created.text
+        job_id, pub_key = created.json()["job_id"], created.json()["pub_key"]
+        status = wait_for(client, job_id, timeout=240)
+        assert status["status"] == "DONE", status
+        assert status["latest_checkpoint"] == 30
+        for name, check in (("cloud.ply", ply_is_complete), ("scene.splat", splat_is_complete)):
+            r = client.get(f"/recon/pub/{pub_key}/{name}")
+            assert r.status_code == 200 and len(r.content) > 1000
+            (tmp_path / name).write_bytes(r.content)
+            assert check(tmp_path / name), name
+    attempts = store.attempts(job_id)
+    assert [a["outcome"] for a in attempts] == ["done"]
+    assert attempts[0]["node"] in {n.node_id for n in nodes}
 
 
 def test_duplicate_task_and_stale_attempt_are_harmless(pg, tmp_path):
@@ -166,6 +197,19 @@ def test_api_killed_and_restarted_loses_no_job(env):
     resumed = [r for r in results if r["attempt"] >= 2]
     assert resumed, "at least one job was running when the API died and must have resumed as a new attempt"
     assert any(r["resumed_from"] >= 3 for r in resumed), results
+
+
+def test_cancel_a_running_cluster_job(env):
+    store, server, data_dir, *_ = env
+    job = submit(store, data_dir, ProbeConfig(steps=200, step_seconds=0.2, points=8))
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        wait_for(client, job.job_id, done=lambda s: s["status"] == "RUNNING", timeout=60)
+        assert client.post(f"/recon/jobs/{job.job_id}/cancel").status_code == 200
+        status = wait_for(client, job.job_id, timeout=30)
+    assert status["status"] == "ERROR" and status["cancelled"] is True, status
+    assert store.attempts(job.job_id)[-1]["outcome"] == "cancelled"
+    time.sleep(HEARTBEAT_TIMEOUT + 1)  # the reconciler must not bring a cancelled job back
+    assert store.get(job.job_id).status == "ERROR"
 
 
 def test_worker_node_killed_mid_training_continues_on_other_node(env):

@@ -107,3 +107,21 @@ def test_attempt_records(store):
     rows = store.attempts(job.job_id)
     assert [(r["attempt"], r["node"], r["outcome"]) for r in rows] == [(1, "node-a", "lost")]
     assert abs(store.db_time() - time.time()) < 5
+
+
+def test_worker_command_checks_database_and_storage(pg, tmp_path):
+    """`splatworks worker --check-only`: the checks a GPU machine runs before it joins the Ray cluster."""
+    import subprocess
+    import sys
+
+    url = pg.new_database("worker_check")
+    cmd = [sys.executable, "-m", "splatworks", "worker", "--address", "127.0.0.1:6379", "--check-only",
+           "--data-dir", str(tmp_path / "data")]
+    ok = subprocess.run([*cmd, "--database-url", url], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "database: ok (0 jobs)" in ok.stdout and f"storage: ok ({tmp_path / 'data' / 'jobs'})" in ok.stdout
+    bad_port = url.replace(f":{pg.port}/", ":1/")
+    bad = subprocess.run([*cmd, "--database-url", bad_port], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "cannot connect to the job database" in bad.stderr + bad.stdout
+    assert "check that PostgreSQL is running" in bad.stderr + bad.stdout

@@ -278,3 +278,16 @@ def test_evaluate_sequence_and_cli(rig, run_frozen, tmp_path):
     assert main(["dynamic", "train", str(rig.root), "-o", str(tmp_path / "x"), "--print-config",
                  "--anchor", "previous", "--static-loss-weight", "3"]) == 0
     assert main(["dynamic", "train", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.gpu
+def test_sequence_on_gsplat(rig, tmp_path):
+    """The same daisy chain on CUDA with gsplat (densified frame 0 by the static trainer, frozen layer, export)."""
+    from splatworks.dynamic.export4d import export_4d
+
+    cfg = tiny(device="cuda", backend="gsplat", first_frame_trainer="splat", iterations_first_frame=300)
+    lines = seq.train_sequence(rig, tmp_path / "run", cfg)
+    assert [l["frame"] for l in lines] == rig.frames and all(np.isfinite(l["psnr"]) for l in lines)
+    assert lines[-1]["psnr"] > lines[0]["psnr"] - 1.0
+    m = export_4d(tmp_path / "run", tmp_path / "exp")
+    assert m["frames_ready"] == len(rig.frames) and m["bytes"]["static"] > 0

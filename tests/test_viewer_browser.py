@@ -166,6 +166,47 @@ def test_viewer_renders_known_splats_then_swaps_in_new_checkpoint(service, brows
     assert not [line for line in b.logs() if line.startswith(("external:", "pageerror"))]
 
 
+def test_mouse_and_touch_controls(service, browser, known_job) -> None:
+    _, url = service
+    b = browser
+    b.goto(f"{url}/v/{known_job['pub_key']}?{POLL}")
+    wait_rendered(b)
+
+    def pose() -> tuple[np.ndarray, np.ndarray]:
+        p = b.eval("window.splatworks.cameraPose()")
+        return np.asarray(p["position"]), np.asarray(p["target"])
+
+    def dist() -> float:
+        pos, tgt = pose()
+        return float(np.linalg.norm(pos - tgt))
+
+    pos0, tgt0 = pose()
+    d0 = dist()
+    b.call("wheel", at=[W // 2, H // 2], dy=-400)  # wheel up: zoom in
+    b.wait("true")
+    assert dist() < 0.9 * d0
+    b.call("click", selector="#reset-view")
+    b.call("drag", **{"from": [W // 2, H // 2], "to": [W // 2 + 80, H // 2]}, button="right")  # pan
+    pos1, tgt1 = pose()
+    assert np.linalg.norm(tgt1 - tgt0) > 0.05 and dist() == pytest.approx(d0, rel=1e-6)
+    np.testing.assert_allclose(pos1 - tgt1, pos0 - tgt0, atol=1e-6)  # moved together
+
+    b.call("click", selector="#reset-view")
+    x, y = W // 2, H // 2
+    one = [{"type": "touchStart", "points": [[x, y]]}]
+    one += [{"type": "touchMove", "points": [[x + 10 * k, y]]} for k in range(1, 8)]
+    b.call("touch", steps=one + [{"type": "touchEnd", "points": []}])  # one finger: orbit
+    pos2, tgt2 = pose()
+    np.testing.assert_allclose(tgt2, tgt0, atol=1e-6)
+    assert np.linalg.norm(pos2 - pos0) > 0.1 and dist() == pytest.approx(d0, rel=1e-6)
+
+    b.call("click", selector="#reset-view")
+    pinch = [{"type": "touchStart", "points": [[x - 20, y], [x + 20, y]]}]
+    pinch += [{"type": "touchMove", "points": [[x - 20 - 15 * k, y], [x + 20 + 15 * k, y]]} for k in range(1, 8)]
+    b.call("touch", steps=pinch + [{"type": "touchEnd", "points": []}])  # two fingers apart: zoom in
+    assert dist() < 0.9 * d0
+
+
 def test_splat_size_control_shrinks_the_gaussians(service, browser, known_job, tmp_path) -> None:
     _, url = service
     b = browser

@@ -7,6 +7,7 @@
 // Commands: {"cmd": "goto", "url"} | {"cmd": "eval", "expr"} | {"cmd": "wait", "expr", "timeout_ms"}
 //   | {"cmd": "screenshot", "path"} | {"cmd": "setInputFiles", "selector", "files"} | {"cmd": "click", "selector"}
 //   | {"cmd": "drag", "from": [x, y], "to": [x, y], "button"} | {"cmd": "wheel", "at": [x, y], "dy"}
+//   | {"cmd": "touch", "steps": [{"type": "touchStart"|"touchMove"|"touchEnd", "points": [[x, y], ...]}]}
 //   | {"cmd": "text", "selector"} | {"cmd": "logs"} | {"cmd": "close"}
 // Answers: {"ok": true, "value": ...} or {"ok": false, "error": "..."}.
 
@@ -30,7 +31,7 @@ const args = [
 // A fresh profile each run (playwright passes it as --user-data-dir).
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args, headless: true,
-  viewport: { width, height }, deviceScaleFactor: 1,
+  viewport: { width, height }, deviceScaleFactor: 1, hasTouch: true,
 });
 const page = context.pages()[0] || (await context.newPage());
 const logs = [];
@@ -58,6 +59,17 @@ async function run(c) {
         await page.mouse.move(c.from[0] + ((c.to[0] - c.from[0]) * k) / 8, c.from[1] + ((c.to[1] - c.from[1]) * k) / 8);
       }
       await page.mouse.up({ button });
+      return true;
+    }
+    case "touch": {
+      // A gesture as raw touch events: steps = [{type: "touchStart"|"touchMove"|"touchEnd", points: [[x, y], ...]}].
+      const cdp = await context.newCDPSession(page);
+      for (const step of c.steps) {
+        await cdp.send("Input.dispatchTouchEvent", {
+          type: step.type, touchPoints: step.points.map(([x, y], id) => ({ x, y, id })),
+        });
+      }
+      await cdp.detach();
       return true;
     }
     case "wheel": await page.mouse.move(...c.at); await page.mouse.wheel(0, c.dy); return true;

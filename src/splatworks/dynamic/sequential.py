@@ -6,21 +6,24 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   the Gaussians of the previous one for ``iterations_per_frame`` iterations, with no densification.
 - **Static constraint**: at every iteration the Gaussians' centres are projected into the current training
   view; those landing on a white (static) mask pixel are static there and pay
-  ``static_loss_weight * sum ||P_t - P_anchor||^2`` (anchor: the previous frame, or frame 0); the others are free.
+  ``static_loss_weight * sum ||P_t - P_anchor||^2 / R^2`` (anchor: frame 0 or the previous frame; displacements in
+  scene radii R so the weight means the same in any SfM scale); the others are free.
 - **Adaptive pruning** after each frame: Gaussians with a scale above ``prune_max_scale * R`` or a centre farther
   than ``prune_max_distance * R`` from the scene centre are removed (R: the scene radius, 3DGS's camera extent).
 - **Gradient clipping** to ``grad_clip_norm`` (global norm over all parameters).
-- **Speed**: a frozen static layer (Gaussians whose centres never land on a dynamic pixel of any training view in
-  any frame are optimised in frame 0 only and stored once), early stop on a loss plateau, and fewer iterations
-  for frames that start already converged.
+- **Speed**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the training views
+  that see their centre, are optimised in frame 0 only and stored once), early stop on a loss plateau, and fewer
+  iterations for frames that start already converged.
 
 Output folder (``OUT``)::
 
     config.json           the resolved SequentialConfig
+    source.json           the dataset trained on, background, scene centre and radius, fps
+    frame0_static/        the static trainer's run for frame 0 (checkpoint, metrics.json), when it was used
     static.pt             frozen static layer: {"ids": (S,), "means": (S, 3), ...} raw parameters (see gaussians.py)
     frames/000042.pt      per frame: the non-frozen Gaussians {"ids": (D,), raw parameters ...}
     metrics.jsonl         one JSON line per frame (held-out PSNR/SSIM, time, iterations, prune counts, ...)
-    state.json            frames done, for resume
+    state.json            frames done, for resume (files and frame data: dynamic/sequence_io.py)
 
 A frame's Gaussians = ``static.pt`` rows + that frame's rows (ids are unique; order by id). Coordinates are the
 dataset's world frame, OpenCV cameras, world_to_camera (docs/conventions.md).
@@ -70,9 +73,12 @@ class SequentialConfig:
     prune_max_distance: float = option(20.0, "After each frame, drop Gaussians farther than this many scene radii "
                                        "from the scene centre.")
     grad_clip_norm: float = option(1.0, "Clip the global gradient norm to this value (0 = off).")
-    freeze_static: bool = option(True, "Speed: freeze Gaussians that never land on a dynamic pixel (in any "
-                                 "training view, any frame) after frame 0; they are stored once.")
+    freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks never call "
+                                 "dynamic (see freeze_quorum); they are stored once.")
     freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
+    freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
+                                  "pixel in at least this fraction of the training views that see it (a background "
+                                  "Gaussian hidden behind a person in one view stays frozen); 0 = in any view.")
     early_stop: bool = option(True, "Speed: stop a frame when its windowed loss stops improving.")
     early_stop_window: int = option(200, "Iterations per window for the early-stop test.")
     early_stop_tol: float = option(0.002, "Stop when a window's mean loss improves by less than this fraction.")
@@ -356,6 +362,32 @@ def frozen_rows(means: torch.Tensor, views: FrameViews, dynamic_union: list[np.n
     return ~touched
 
 
+def frozen_rows_by_vote(means: torch.Tensor, views: FrameViews, dataset: DynamicDataset, frames: list[int],
+                        dilation: int, quorum: float) -> torch.Tensor:
+    """(N,) bool: the static layer. A centre is dynamic when, at some frame, it lands on a dynamic pixel (grown by
+    ``dilation`` px) in at least ``quorum`` of the training views that see it (and in at least one)."""
+    import cv2
+
+    kernel = np.ones((2 * dilation + 1, 2 * dilation + 1), np.uint8) if dilation > 0 else None
+    proj = []
+    for c, name in enumerate(views.names):
+        w, h = views.sizes[c]
+        proj.append(project_centres(means.detach(), views.viewmats[c], views.Ks[c], w, h))
+    seen = torch.stack([p[2] for p in proj]).sum(0)                      # (N,) views that see the centre
+    dynamic = torch.zeros(len(means), dtype=torch.bool, device=means.device)
+    for f in frames:
+        votes = torch.zeros(len(means), dtype=torch.int32, device=means.device)
+        for c, name in enumerate(views.names):
+            w, h = views.sizes[c]
+            dyn = ~load_static_mask(dataset.mask_path(name, f), (h, w))
+            if kernel is not None:
+                dyn = cv2.dilate(dyn.astype(np.uint8), kernel) > 0
+            col, row, inside = proj[c]
+            votes += (inside & torch.from_numpy(dyn).to(means.device)[row, col]).int()
+        dynamic |= (votes >= 1) & (votes >= quorum * seen)
+    return ~dynamic
+
+
 # ---- evaluation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, frame: int, cameras: list[str],
@@ -472,7 +504,7 @@ class _DistillForTrainer:
 
 def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
                              device: torch.device, progress: ProgressFn | None,
-                             extra: list[Any] | None = None) -> torch.nn.ParameterDict | None:
+                             extra: list[Any] | None = None, resume: bool = True) -> torch.nn.ParameterDict | None:
     """Frame 0 with the static trainer (3DGS densification); None when splat.trainer is not installed.
 
     The whole frame is trained (masks are not passed: the moving people belong to frame 0 too); held-out cameras
@@ -493,7 +525,7 @@ def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path,
                      init_num_random=cfg.num_random_points, device=str(device), backend=cfg.backend,
                      seed=cfg.seed, eval_lpips=False, save_splat=False,
                      background=tuple(dataset.rig.background) if dataset.rig.background else None)
-    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=True, extra_losses=extra)
+    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=resume, extra_losses=extra)
     folder = res.checkpoint or sio.latest_checkpoint(out_dir / "frame0_static")[1]  # type: ignore[index]
     return params_from_tensors(sio.read_ply(Path(folder) / "point_cloud.ply"), device)
 
@@ -556,7 +588,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             params = None
             if cfg.first_frame_trainer in ("auto", "splat"):
                 extra = [_DistillForTrainer(distill, views.static)] if distill is not None else None
-                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress, extra)
+                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress, extra, resume)
                 if params is None and cfg.first_frame_trainer == "splat":
                     raise UserError("first_frame_trainer 'splat' needs splatworks.splat.trainer; use 'plain'")
             if params is None:
@@ -574,8 +606,8 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             chain.keep(pr.keep)
             chain.first_means = chain.params["means"].detach().clone()
             if cfg.freeze_static:
-                union = dynamic_union_masks(dataset, cams, frames, cfg.freeze_dilation)
-                chain.frozen = frozen_rows(chain.params["means"], views, union)
+                chain.frozen = frozen_rows_by_vote(chain.params["means"], views, dataset, frames, cfg.freeze_dilation,
+                                                   cfg.freeze_quorum)
             _atomic_torch_save(_rows(chain.params, chain.ids, chain.frozen), out / STATIC_FILE)
             stats.seconds = time.perf_counter() - t0
         else:  # ---- frame t: continue from frame t-1

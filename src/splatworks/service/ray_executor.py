@@ -192,6 +192,7 @@ class _InFlight:
     job_id: str
     ref: Any
     submitted_at: float
+    kill_at: float | None = None  # a cancelled job's task is force-killed at this time if still running
 
 
 class RayExecutor(Executor):
@@ -244,6 +245,8 @@ class RayExecutor(Executor):
             run = self._in_flight.get(job_id)
         if run is None:
             return False
+        if run.kill_at is None:
+            run.kill_at = time.time() + self.settings.cancel_grace_seconds
         if wait > 0:
             import ray
 
@@ -266,6 +269,7 @@ class RayExecutor(Executor):
         while not self._stop.is_set():
             try:
                 self._requeue_lost()
+                self._enforce_cancels()
                 self._reap()
                 self._submit()
             except Exception:  # noqa: BLE001 - a database or Ray hiccup must not stop the reconciler
@@ -288,6 +292,22 @@ class RayExecutor(Executor):
                     ray.cancel(run.ref, force=True)
                 except Exception:  # noqa: BLE001 - its node may be gone already
                     pass
+
+    def _enforce_cancels(self) -> None:
+        """A cancelled job that did not stop within the grace period (no progress report): kill its task."""
+        now = time.time()
+        with self._lock:
+            due = [r for r in self._in_flight.values() if r.kill_at is not None and now >= r.kill_at]
+        for r in due:
+            import ray
+
+            job = self.store.get(r.job_id)
+            if job is not None and job.status == RUNNING and job.cancel_requested:
+                log.warning("killing a cancelled job's task", extra={"job_id": r.job_id})
+                ray.cancel(r.ref, force=True)
+                self.store.update(r.job_id, attempt=job.attempt, status=ERROR, cancelled=True,
+                                  error="cancelled by the user", finished_at=now, eta_seconds=None)
+            r.kill_at = None
 
     def _reap(self) -> None:
         import ray

@@ -24,7 +24,8 @@ import time
 from typing import Any, Iterable
 
 from splatworks.errors import UserError
-from splatworks.service.store import _BOOL_FIELDS, _COLUMNS, _JSON_FIELDS, PENDING, RUNNING, STATUSES, JobRecord, JobStore
+from splatworks.service.store import (_BOOL_FIELDS, _COLUMNS, _JSON_FIELDS, ERROR, PENDING, RUNNING, STATUSES,
+                                      JobRecord, JobStore)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -294,9 +295,15 @@ class PostgresJobStore(JobStore):
     def requeue_stale(self, timeout_seconds: float, reason: str) -> list[tuple[str, int]]:
         """RUNNING jobs whose heartbeat is older than ``timeout_seconds`` go back to PENDING (their queue place
         kept); the next claim makes them attempt + 1. Returns (job_id, stale attempt) pairs."""
+        # A lost job the user asked to cancel ends as cancelled instead of running again.
+        for r in self._run(f"UPDATE jobs SET status = %s, cancelled = TRUE, error = %s, finished_at = {_NOW}, "
+                           f"updated_at = {_NOW}, eta_seconds = NULL WHERE status = %s AND cancel_requested "
+                           f"AND COALESCE(heartbeat_at, 0) < {_NOW} - %s RETURNING job_id, attempt",
+                           (ERROR, "cancelled by the user", RUNNING, float(timeout_seconds)), "all"):
+            self.end_attempt(r["job_id"], int(r["attempt"]), "cancelled")
         rows = self._run(
             f"UPDATE jobs SET status = %s, eta_seconds = NULL, updated_at = {_NOW} WHERE status = %s "
-            f"AND COALESCE(heartbeat_at, 0) < {_NOW} - %s RETURNING job_id, attempt, seq",
+            f"AND NOT cancel_requested AND COALESCE(heartbeat_at, 0) < {_NOW} - %s RETURNING job_id, attempt, seq",
             (PENDING, RUNNING, float(timeout_seconds)), "all")
         out = [(r["job_id"], int(r["attempt"])) for r in sorted(rows, key=lambda r: r["seq"])]
         for job_id, attempt in out:

@@ -399,7 +399,7 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
 def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, scales: torch.Tensor,
                ssim_weight: float, opacity_reg: float, scale_reg: float) -> torch.Tensor:
     """The training loss: (1 - w) L1 + w (1 - SSIM) + opacity_reg mean(sigmoid(o)) + scale_reg mean(exp(s))."""
-    loss = photometric_loss(pred, gt, ssim_weight)
+    loss = _LOSS["photometric"](pred, gt, ssim_weight)
     if opacity_reg > 0:
         loss = loss + opacity_reg * torch.sigmoid(opacities).mean()
     if scale_reg > 0:
@@ -407,8 +407,9 @@ def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, sc
     return loss
 
 
-# The loss the loop calls: eager, or its torch.compile'd version once _warm_up has compiled it (CUDA only).
-_LOSS: dict[str, Callable[..., torch.Tensor]] = {"fn": loss_terms}
+# The loss the loop calls: L1 + D-SSIM eager, or torch.compile'd for the image size once _warm_up compiled it
+# (CUDA only; the image shape is fixed, so it compiles once; the Gaussian-count terms stay eager).
+_LOSS: dict[str, Callable[..., torch.Tensor]] = {"fn": loss_terms, "photometric": photometric_loss}
 
 
 def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, bg: torch.Tensor) -> None:
@@ -416,7 +417,7 @@ def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, 
 
     Runs on a detached copy of a few Gaussians: nothing of the model or the optimisers changes.
     """
-    _LOSS["fn"] = loss_terms
+    _LOSS["fn"], _LOSS["photometric"] = loss_terms, photometric_loss
     if not bg.is_cuda:
         return
     small = {k: v.detach()[:1000].clone().requires_grad_(True) for k, v in params.items()}
@@ -431,11 +432,11 @@ def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, 
     once(loss_terms)
     if config.compile_loss:
         try:
-            compiled = torch.compile(loss_terms, dynamic=True)
+            _LOSS["photometric"] = torch.compile(photometric_loss, dynamic=False)
             for _ in range(2):
-                once(compiled)
-            _LOSS["fn"] = compiled
+                once(loss_terms)
         except Exception as exc:  # no Triton / compiler on this machine: the eager loss is the same maths
+            _LOSS["photometric"] = photometric_loss
             log.warning("torch.compile of the loss failed (%s); using the eager loss", exc)
     torch.cuda.synchronize()
 

@@ -74,7 +74,7 @@ def capture(result_dir: Path, out: Path, width: int, height: int, orbit: float =
         settings = ServiceSettings(data_dir=Path(tmp) / "data")
         _, pub_key = import_job_dir(settings, result_dir)
         with serve(create_app(settings, executor=held_executor())) as url, BrowserDriver(width, height) as b:
-            b.goto(f"{url}/v/{pub_key}")
+            b.goto(f"{url}/v/{pub_key}?quality=balanced")  # full resolution even on software WebGL
             b.wait("window.splatworks && window.splatworks.loadsCompleted >= 1", timeout=600)
             n = b.eval("window.splatworks.framesRendered")
             b.wait(f"window.splatworks.framesRendered > {n + 3}", timeout=300)

@@ -177,6 +177,9 @@ class MixVoxelField(nn.Module):
 
     def param_groups(self, cfg: MixVoxelsConfig) -> list[dict]:
         grid_params = [p for g in self.grids() for p in g.parameters()]
+        # the variation field's decoders start near zero (a residual) and must grow fast: the grid rate
+        variation = list(self.dynamic_basis.parameters()) + list(self.time_query.parameters())
+        grid_params += variation
         grid_ids = {id(p) for p in grid_params} | {id(self.variance)}
         net = [p for p in self.parameters() if id(p) not in grid_ids]
         # the variance grid learns a scalar per voxel from a weak signal: a faster rate lets the split settle early

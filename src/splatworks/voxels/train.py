@@ -286,8 +286,12 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
     schedule = upsample_schedule(cfg)
     bar = None
     if show_progress_bar:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.iterations, initial=start_it, desc="mixvoxels", unit="it")
+        try:
+            from tqdm import tqdm
+        except ImportError:  # bare GPU hosts: log lines instead
+            log.warning("tqdm is not installed: progress goes to the log every checkpoint")
+        else:
+            bar = tqdm(total=cfg.iterations, initial=start_it, desc="mixvoxels", unit="it")
     loss_val, psnr_val = float("nan"), float("nan")
     it = start_it
     for it in range(start_it + 1, cfg.iterations + 1):
@@ -336,6 +340,8 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
         emit(progress, "training", it, cfg.iterations, f"iteration {it}", metrics=metrics)
         if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
             _save_checkpoint(ckpt_path, model, optim, it, frames, gen)
+            log.info("iteration %d/%d: loss %.5f, train PSNR %.2f dB, %.0f s", it, cfg.iterations, loss_val,
+                     psnr_val, time.time() - t_start)
             emit(progress, "training", it, cfg.iterations, f"checkpoint at iteration {it}", metrics=metrics,
                  checkpoint=str(ckpt_path))
     if bar is not None:

@@ -118,7 +118,8 @@ async function follow() {
         if (FAILED.has(status)) { fail(`The reconstruction failed${info.stage ? ` during ${info.stage}` : ""}: ${info.error || "no reason given"}`); return; }
         if (FINISHED.has(status)) { setStatus("Finished: open the viewer or download the result.", 100); return; }
         const progress = info.iteration != null && info.total ? ` · iteration ${info.iteration} / ${info.total}` : "";
-        setStatus(`${status || "working"}${info.stage ? `: ${info.stage}` : ""}${progress}` +
+        const label = status === "pending" ? "Queued" : status ? status[0].toUpperCase() + status.slice(1) : "Working";
+        setStatus(`${label}${info.stage ? `: ${info.stage}` : ""}${progress}` +
                   (info.percent != null ? ` (${Math.round(info.percent)}%)` : ""), info.percent ?? null);
       }
     } catch (err) {

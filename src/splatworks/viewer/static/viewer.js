@@ -216,7 +216,8 @@ function softwareRenderer() {
   return /swiftshader|llvmpipe|software|softpipe/i.test(name);
 }
 // ?quality=fast|balanced|best overrides the default (balanced, or fast on a software renderer).
-$("quality").value = QUALITY[params.get("quality")] ? params.get("quality") : softwareRenderer() ? "fast" : "balanced";
+const software = softwareRenderer();
+$("quality").value = QUALITY[params.get("quality")] ? params.get("quality") : software ? "fast" : "balanced";
 spark.maxStdDev = QUALITY[$("quality").value].maxStdDev;
 
 // ---- status panel and messages ------------------------------------------------------------------------------
@@ -417,7 +418,8 @@ function onInfo(info) {
   if (ckpt && (!current || current.url !== ckpt.url) && (!loading || loading.url !== ckpt.url)) showCheckpoint(ckpt);
   else if (!ckpt && !current && !FAILED.has(status)) {
     showMessage(FINISHED.has(status) ? "This job finished without a scene to show."
-      : "Training has started; the scene appears here after the first checkpoint.", "info");
+      : `${status === "pending" ? "Queued" : "Working"}: the scene appears here after the first training ` +
+        "checkpoint, and updates as training goes on.", "info");
     setPhase(FINISHED.has(status) ? "empty" : "waiting");
   }
 }
