@@ -6,8 +6,9 @@ by ``stop()``; ``available()`` says why one cannot run on this machine (tests sk
 - :class:`PostgresServer`: Debian's ``initdb`` / ``pg_ctl`` (``apt-get install postgresql``), run as the
   ``postgres`` user when we are root (PostgreSQL refuses to run as root), trust auth on 127.0.0.1.
 - :class:`S3Server`: moto's server mode (``moto_server``), an S3-compatible HTTP endpoint in memory.
-- :func:`ray_cluster`: ``ray.cluster_utils.Cluster`` (all nodes on this machine) with a head that offers no CPUs to jobs and worker nodes
-  that each declare one GPU (a declared resource: jobs run on CPU).
+- :func:`ray_cluster`: ``ray.cluster_utils.Cluster`` (all nodes on this machine) with a head that offers no
+  CPUs to jobs and worker nodes that each declare one GPU (a declared resource: jobs run on CPU). The nodes use
+  this machine's own address (Ray rewrites 127.0.0.1 in a driver's address to it); nothing leaves the machine.
 """
 
 from __future__ import annotations

@@ -247,7 +247,11 @@ def _read_pointer(storage: JobStorage, key: str) -> Checkpoint | None:
 def checkpoints(storage: JobStorage, job_id: str) -> Iterator[Checkpoint]:
     """Each attempt's latest checkpoint, newest attempt first."""
     keys = [k for k in storage.list(f"{job_id}/latest") if _POINTER_RE.search(k)]
-    for key in sorted(keys, key=lambda k: int(_POINTER_RE.search(k).group(1)), reverse=True):  # type: ignore[union-attr]
+    def attempt_of(key: str) -> int:
+        m = _POINTER_RE.search(key)
+        return int(m.group(1)) if m else -1
+
+    for key in sorted(keys, key=attempt_of, reverse=True):
         cp = _read_pointer(storage, key)
         if cp is not None:
             yield cp
