@@ -123,3 +123,16 @@ def test_extra_loss_hook_steers_training(tiny_scene: Scene, tmp_path: Path) -> N
     assert calls[0][2] == (1, 36, 48, 3) and all(0 <= c[1] < len(tiny_scene.train_cameras) for c in calls)
     op = lambda r: torch.sigmoid(sio.read_ply(r.checkpoint / "point_cloud.ply")["opacities"]).mean()  # noqa: E731
     assert op(hooked) < op(plain) - 0.02
+
+
+def test_out_of_memory_says_what_to_lower(tiny_scene: Scene, tmp_path: Path, monkeypatch) -> None:
+    from splatworks.errors import UserError
+    from splatworks.splat import trainer
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "render", oom)
+    with pytest.raises(UserError, match="--max-resolution.*--cap-max"):
+        train(tiny_scene, tmp_path, tiny_config(iterations=5, checkpoint_steps=()))
+    assert sio.latest_checkpoint(tmp_path) is None

@@ -94,6 +94,9 @@ def create_app(settings: ServiceSettings | None = None, store: JobStore | None =
         swept = sweep_incomplete_uploads(settings, app.state.store)
         if swept:
             log.info("removed incomplete uploads", extra={"job_ids": swept})
+        from splatworks.service.limits import make_check_pool
+
+        app.state.check_pool = make_check_pool(settings.upload_check_workers)
         app.state.executor.start()
         log.info("service started", extra={"data_dir": str(Path(settings.data_dir).resolve()),
                                            "database": settings.resolved_database_url,
@@ -102,6 +105,7 @@ def create_app(settings: ServiceSettings | None = None, store: JobStore | None =
             yield
         finally:
             app.state.executor.shutdown()
+            app.state.check_pool.shutdown(wait=False, cancel_futures=True)
             log.info("service stopped")
 
     app = FastAPI(title="splatworks", version="0.1.0", lifespan=lifespan,

@@ -44,6 +44,26 @@ class UploadRejected(UserError):
         super().__init__(message)
         self.status_code = status_code
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the checking process back to the API process
+        return (UploadRejected, (self.status_code, str(self)))
+
+
+CHECK_NICE = 5
+
+
+def _check_process_init() -> None:
+    """Upload checks (decoding every photo) run in a pool of their own processes at lower priority: the API's
+    event loop never waits for the GIL or a core while someone's 500 photos are decoded."""
+    os.nice(CHECK_NICE)
+
+
+def make_check_pool(workers: int) -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_check_process_init)
+
 
 def _mb(n: float) -> str:
     return f"{n / _MiB:.0f} MB" if n >= _MiB else f"{n:.0f} bytes"

@@ -66,6 +66,7 @@ class ServiceSettings:
     checkpoint_steps: tuple[int, ...] = option((), "Override the iterations at which results are published.")
     max_image_size: int = option(1600, "Longest image side used for SfM and training (pixels); larger are scaled.")
     video_frames: int = option(150, "Frames taken from an uploaded video (sampled evenly, blurriest dropped).")
+    upload_check_workers: int = option(2, "Processes that decode and check uploaded files (at lower priority).")
     log_tail_lines: int = option(50, "Lines of the job log returned in status.log_tail.")
     cancel_grace_seconds: float = option(10.0, "A cancelled job's worker is killed if still running after this.")
     log_json: bool = option(True, "Write the service's own logs as one JSON object per line.")
@@ -87,6 +88,8 @@ class ServiceSettings:
         if not 1 <= self.max_concurrent_jobs <= 64:
             problems.append(f"max_concurrent_jobs={self.max_concurrent_jobs}: use 1..64 (each job needs a GPU "
                             "or CPU cores of its own).")
+        if not 1 <= self.upload_check_workers <= 32:
+            problems.append(f"upload_check_workers={self.upload_check_workers}: use 1..32.")
         if not 0 <= self.port <= 65535:
             problems.append(f"port={self.port}: use 0..65535.")
         if self.api_token and len(self.api_token) < 16:

@@ -40,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def progress(ev) -> None:
         if ev.metrics.get("loss") is not None:
+            bar.set_description("training")
             bar.update(ev.step - bar.n)
             m = ev.metrics
             bar.set_postfix(loss=f"{m['loss']:.4f}", psnr=f"{m['psnr']:.2f}", gaussians=m["num_gaussians"])
@@ -96,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     params = params_from_tensors(raw, device)
     degree = int(round((raw["shN"].shape[1] + 1) ** 0.5)) - 1
     bg = tuple(scene.background or (0.0, 0.0, 0.0))
-    views = load_views(scene, scene.test_cameras or scene.cameras, bg, device)
+    views = load_views(scene, scene.test_cameras or scene.cameras, bg, device, args.max_resolution, args.downscale)
     ev = evaluate(params, views, torch.tensor(bg, device=device), degree)
     print(json.dumps(ev["mean"], indent=1))
     if args.output:
@@ -132,5 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("gaussians", help=".ply or .splat")
     v.add_argument("--hold-out-every", type=int, default=8, help="when the scene names no held-out views")
     v.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    v.add_argument("--max-resolution", type=int, default=0, help="longest image side, as in training (0 = as stored)")
+    v.add_argument("--downscale", type=float, default=1.0, help="image downscale factor, as in training")
     v.add_argument("-o", "--output", default=None, help="write per-view metrics JSON here")
     v.set_defaults(func=cmd_eval)

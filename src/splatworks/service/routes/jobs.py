@@ -51,7 +51,12 @@ async def create_job(request: Request) -> JobCreated:
         received = await receive_upload(request.headers.get("content-type", ""),
                                         request.headers.get("content-length"), request.stream(), paths.upload,
                                         settings.limits)
-        checked = await run_in_threadpool(check_upload, received, paths.upload, settings.limits)
+        pool = getattr(request.app.state, "check_pool", None)
+        if pool is not None:  # decoding every photo happens in other processes, off the event loop
+            checked = await asyncio.get_running_loop().run_in_executor(pool, check_upload, received, paths.upload,
+                                                                       settings.limits)
+        else:
+            checked = await run_in_threadpool(check_upload, received, paths.upload, settings.limits)
     except UploadRejected as exc:
         await run_in_threadpool(shutil.rmtree, paths.root, True)
         log.info("upload refused", extra={"status_code": exc.status_code, "reason": str(exc)})
