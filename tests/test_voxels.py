@@ -19,7 +19,7 @@ from splatworks.scene.camera import Camera, Scene
 from splatworks.voxels import preset
 from splatworks.voxels.data import DepthTargets, load_mask
 from splatworks.voxels.field import VMGrid
-from splatworks.voxels.space import SceneSpace, classify_rig, make_space
+from splatworks.voxels.space import classify_rig, make_space
 
 W, H = 64, 48
 TRAIN_ITERS = 120

@@ -32,7 +32,7 @@ from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.scene.camera import Scene
 from splatworks.voxels.config import MixVoxelsConfig, validate
-from splatworks.voxels.data import DepthTargets, RayData, load_ray_data
+from splatworks.voxels.data import DepthTargets, load_ray_data
 from splatworks.voxels.field import MixVoxelField
 from splatworks.voxels.render import RenderOptions, compute_occupancy, render_rays
 from splatworks.voxels.space import SceneSpace, make_space
