@@ -123,9 +123,10 @@ def create_app(settings: ServiceSettings | None = None, store: JobStore | None =
         return JSONResponse({"detail": f"invalid request ({problems})"}, status_code=422)
 
     app.add_middleware(ServerTiming)
-    from splatworks.service.routes import admin, jobs, public
+    from splatworks.service.routes import admin, dynamic, jobs, public
 
     app.include_router(jobs.router)
+    app.include_router(dynamic.router)
     app.include_router(public.router)
     app.include_router(admin.router)
     try:

@@ -33,7 +33,8 @@ from splatworks.service.store import DONE, ERROR, PENDING, RUNNING, JobStore, op
 log = logging.getLogger("splatworks.service.executor")
 
 # Job function per kind: "module:function", called as fn(job_dir, job_config: dict, progress) in the worker.
-JOB_FUNCTIONS: dict[str, str] = {"static": "splatworks.service.executor:run_static_kind"}
+JOB_FUNCTIONS: dict[str, str] = {"static": "splatworks.service.executor:run_static_kind",
+                                 "dynamic": "splatworks.service.executor:run_dynamic_kind"}
 WORKER_NICE = 10
 
 
@@ -66,6 +67,44 @@ def run_static_kind(job_dir: str, job_config: dict[str, Any], progress: Callable
     from splatworks.pipeline.static import StaticJobConfig, run_static_job
 
     return run_static_job(job_dir, from_dict(StaticJobConfig, job_config), progress)
+
+
+def job_function(kind: str) -> Callable[..., Any]:
+    """The job function registered for ``kind`` in ``JOB_FUNCTIONS`` (imported on first use)."""
+    from splatworks.errors import UserError
+
+    fn_path = JOB_FUNCTIONS.get(kind)
+    if fn_path is None:
+        raise UserError(f"unknown job kind {kind!r}")
+    module, name = fn_path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def record_failure(store: JobStore, rec: Any, job_id: str, attempt: int, exc: BaseException) -> None:
+    """End a job attempt ERROR: a user error with its own message, anything else as an internal error whose
+    traceback tail goes to the job log (disk full and out-of-memory get a message that says what to do)."""
+    from splatworks.errors import UserError
+
+    if isinstance(exc, UserError):
+        rec.log(f"ERROR: {exc}")
+        error = str(exc)
+    else:
+        for line in "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines()[-15:]:
+            rec.log(line)
+        msg = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError) and exc.errno == 28:
+            msg = "the job storage is full; free space and submit the job again"
+        elif isinstance(exc, MemoryError):
+            msg = "out of memory; use fewer or smaller images"
+        error = f"internal error: {msg}"
+    store.update(job_id, attempt=attempt, status=ERROR, error=error, finished_at=time.time(), eta_seconds=None)
+
+
+def run_dynamic_kind(job_dir: str, job_config: dict[str, Any], progress: Callable[..., None]) -> dict[str, Any]:
+    from splatworks.config import from_dict
+    from splatworks.pipeline.dynamic import DynamicJobConfig, run_dynamic_job
+
+    return run_dynamic_job(job_dir, from_dict(DynamicJobConfig, job_config), progress)
 
 
 def _die_with_parent() -> None:
@@ -112,7 +151,6 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
     os.nice(WORKER_NICE)  # the API process keeps answering promptly while jobs use every core
     import json
 
-    from splatworks.errors import UserError
     from splatworks.progress import Cancelled
     from splatworks.service.jobs import JobPaths, ProgressRecorder, latest_checkpoint
 
@@ -132,12 +170,7 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
     rec = ProgressRecorder(store, job_id, attempt, paths)
     rec.log(f"attempt {attempt} started (worker pid {os.getpid()})")
     try:
-        fn_path = JOB_FUNCTIONS.get(job.kind)
-        if fn_path is None:
-            raise UserError(f"unknown job kind {job.kind!r}")
-        module, name = fn_path.split(":")
-        fn = getattr(importlib.import_module(module), name)
-        fn(str(paths.root), job.config, rec)
+        job_function(job.kind)(str(paths.root), job.config, rec)
         store.update(job_id, attempt=attempt, status=DONE, stage="exporting", substage="done", percent=100.0,
                      eta_seconds=0.0, finished_at=time.time(), latest_checkpoint=latest_checkpoint(paths),
                      error=None)
@@ -146,20 +179,8 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
         rec.log(f"stopped: {exc}")
         store.update(job_id, attempt=attempt, status=ERROR, error=str(exc), cancelled=True,
                      finished_at=time.time(), eta_seconds=None)
-    except UserError as exc:
-        rec.log(f"ERROR: {exc}")
-        store.update(job_id, attempt=attempt, status=ERROR, error=str(exc), finished_at=time.time(),
-                     eta_seconds=None)
-    except BaseException as exc:  # noqa: BLE001 - anything else is a bug or a resource problem: record it
-        for line in traceback.format_exc().splitlines()[-15:]:
-            rec.log(line)
-        msg = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OSError) and exc.errno == 28:
-            msg = "the server's disk is full; free space and submit the job again"
-        elif isinstance(exc, MemoryError):
-            msg = "out of memory; use fewer or smaller images"
-        store.update(job_id, attempt=attempt, status=ERROR, error=f"internal error: {msg}",
-                     finished_at=time.time(), eta_seconds=None)
+    except BaseException as exc:  # noqa: BLE001 - a bad input, a bug or a resource problem: record it
+        record_failure(store, rec, job_id, attempt, exc)
     finally:
         rec.close()
         store.close()

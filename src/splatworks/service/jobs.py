@@ -35,6 +35,16 @@ SPLAT_RECORD_BYTES = 32  # position 3xf32, scale 3xf32, rgba 4xu8, rotation 4xu8
 # Overall percent: each stage's share of a job's wall time (roughly measured on GPU runs).
 STAGE_SPAN = {"ingest": (0.0, 3.0), "sfm": (3.0, 25.0), "training": (25.0, 98.0), "exporting": (98.0, 100.0)}
 RESULT_FILES = {"ply": "point_cloud.ply", "splat": "scene.splat"}
+# Dynamic jobs (pipeline/dynamic.py): their stages and shares; "frame" covers every "frame k of n" stage.
+DYNAMIC_SPAN = {"frames": (0.0, 6.0), "masks": (6.0, 9.0), "calibration": (9.0, 15.0), "frame": (15.0, 96.0)}
+
+
+def dynamic_span_key(stage: str) -> str | None:
+    """The DYNAMIC_SPAN key of a dynamic job's stage ("frames", "frame 3 of 8", ...), None for other stages."""
+    head = stage.split(".", 1)[0]
+    if head in DYNAMIC_SPAN:
+        return head
+    return "frame" if stage.startswith("frame ") and " of " in stage else None
 
 
 def new_id() -> str:
@@ -161,7 +171,7 @@ SFM_SPAN = {"sfm.prepare": (0.0, 0.05), "sfm.extract": (0.05, 0.3), "sfm.match":
 def overall_percent(stage: str, fraction: float, substage: str | None = None) -> float:
     """Percent of the whole job from a stage ("ingest" | "sfm" | "training" | "exporting") and the fraction done
     in it; SfM sub-stages ("sfm.match") get their own part of the SfM span."""
-    lo, hi = STAGE_SPAN.get(stage, (0.0, 100.0))
+    lo, hi = STAGE_SPAN.get(stage) or DYNAMIC_SPAN.get(stage, (0.0, 100.0))
     fraction = max(0.0, min(1.0, fraction))
     if stage == "sfm" and substage in SFM_SPAN:
         a, b = SFM_SPAN[substage]
@@ -174,6 +184,8 @@ def overall_percent(stage: str, fraction: float, substage: str | None = None) ->
 def public_stage(stage: str) -> str:
     """Map a pipeline stage ("sfm.match", "ingest.video") onto the status stages (sfm | training | exporting)."""
     head = stage.split(".", 1)[0]
+    if dynamic_span_key(stage):  # a dynamic job's own stages: frames, masks, calibration, "frame k of n"
+        return head if head in DYNAMIC_SPAN else stage
     if head in ("training", "train"):
         return "training"
     if head in ("export", "exporting", "done"):
@@ -211,8 +223,8 @@ class ProgressRecorder:
         now = time.time()
         substage = ev.stage
         head = ev.stage.split(".", 1)[0]
-        span_key = "training" if head in ("training", "train") else (
-            "exporting" if head in ("export", "exporting") else ("ingest" if head == "ingest" else "sfm"))
+        span_key = dynamic_span_key(ev.stage) or ("training" if head in ("training", "train") else (
+            "exporting" if head in ("export", "exporting") else ("ingest" if head == "ingest" else "sfm")))
         changed = substage != self._stage
         if changed:
             self._stage, self._stage_start = substage, (now, ev.step)

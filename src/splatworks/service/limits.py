@@ -92,6 +92,7 @@ class ReceivedFile:
     client_name: str
     size: int = 0
     kind: str = ""
+    field: str = ""  # the form field it came in (``file_field`` or one of ``extra_file_fields``)
 
 
 @dataclass
@@ -102,7 +103,8 @@ class Received:
 
 
 async def receive_upload(content_type: str, content_length: str | None, body: AsyncIterator[bytes],
-                         dest: Path, limits: UploadLimits, file_field: str = "files") -> Received:
+                         dest: Path, limits: UploadLimits, file_field: str = "files",
+                         extra_file_fields: tuple[str, ...] = ()) -> Received:
     """Stream a ``multipart/form-data`` body into ``dest``; refuse as soon as a limit is crossed."""
     from python_multipart import MultipartParser
     from python_multipart.multipart import parse_options_header
@@ -140,14 +142,14 @@ async def receive_upload(content_type: str, content_length: str | None, body: As
     def on_headers_finished() -> None:
         _, disp = parse_options_header(state["headers"].get("content-disposition", b""))
         name = disp.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in disp or name == file_field:
-            if name != file_field:
+        if b"filename" in disp or name == file_field or name in extra_file_fields:
+            if name != file_field and name not in extra_file_fields:
                 raise UploadRejected(400, f"file part in field {name!r}: send files in the field '{file_field}'")
             if len(out.files) >= limits.max_files:
                 raise UploadRejected(413, f"more than {limits.max_files} files in one upload; send fewer photos "
                                           "(a few hundred overlapping photos are plenty)")
             client = disp.get(b"filename", b"").decode("utf-8", "replace")[:255]
-            rf = ReceivedFile(dest / f"{len(out.files):05d}.part", client)
+            rf = ReceivedFile(dest / f"{len(out.files):05d}.part", client, field=name)
             out.files.append(rf)
             state["fh"], state["field"] = open(rf.path, "wb"), rf
         else:

@@ -21,19 +21,17 @@ checkpoint. The API process keeps nothing that a restart would lose, and needs n
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from splatworks.errors import UserError
-from splatworks.service.executor import JOB_FUNCTIONS, Executor
+from splatworks.service.executor import JOB_FUNCTIONS, Executor, job_function, record_failure
 from splatworks.service.settings import ServiceSettings
 from splatworks.service.store import DONE, ERROR, PENDING, RUNNING, JobStore, open_store
 
@@ -79,7 +77,6 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
     """
     import json
 
-    from splatworks.errors import UserError as _UserError
     from splatworks.progress import Cancelled
     from splatworks.service.jobs import JobPaths, ProgressRecorder, latest_checkpoint
     from splatworks.service.storage import JobContext, open_storage, set_job_context
@@ -121,12 +118,7 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
 
     rec.log(f"attempt {attempt} started on node {node[:12]} ({socket.gethostname()}, pid {os.getpid()})")
     try:
-        fn_path = JOB_FUNCTIONS.get(job.kind)
-        if fn_path is None:
-            raise _UserError(f"unknown job kind {job.kind!r}")
-        module, name = fn_path.split(":")
-        fn = getattr(importlib.import_module(module), name)
-        fn(str(paths.root), job.config, progress)
+        job_function(job.kind)(str(paths.root), job.config, progress)
         if store.update(job_id, attempt=attempt, status=DONE, stage="exporting", substage="done", percent=100.0,
                         eta_seconds=0.0, finished_at=time.time(), latest_checkpoint=latest_checkpoint(paths),
                         error=None):
@@ -150,20 +142,8 @@ def run_job_attempt(settings_json: str, job_id: str) -> dict[str, Any]:
             rec.log(f"attempt {attempt} was stopped by the cluster (node shutdown or API restart); the job goes "
                     "back to the queue and resumes from its last checkpoint")
         raise
-    except _UserError as exc:
-        rec.log(f"ERROR: {exc}")
-        store.update(job_id, attempt=attempt, status=ERROR, error=str(exc), finished_at=time.time(),
-                     eta_seconds=None)
-    except BaseException as exc:  # noqa: BLE001 - a bug or a resource problem: record it, keep the node alive
-        for line in traceback.format_exc().splitlines()[-15:]:
-            rec.log(line)
-        msg = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, OSError) and exc.errno == 28:
-            msg = "the job storage is full; free space and submit the job again"
-        elif isinstance(exc, MemoryError):
-            msg = "out of memory; use fewer or smaller images"
-        store.update(job_id, attempt=attempt, status=ERROR, error=f"internal error: {msg}",
-                     finished_at=time.time(), eta_seconds=None)
+    except BaseException as exc:  # noqa: BLE001 - a bad input, a bug or a resource problem: record it, keep the node alive
+        record_failure(store, rec, job_id, attempt, exc)
     finally:
         beat.stop.set()
         set_job_context(None)

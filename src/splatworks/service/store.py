@@ -96,6 +96,30 @@ CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs(job_id, id);
 """
 
 
+def record_from_row(row: dict[str, Any]) -> JobRecord:
+    """A stored row (JSON text columns, 0/1 or bool flags) as a ``JobRecord``; shared by every store."""
+    d = dict(row)
+    for k in _JSON_FIELDS:
+        d[k] = json.loads(d[k] or "{}")
+    for k in _BOOL_FIELDS:
+        d[k] = bool(d[k])
+    return JobRecord(**d)
+
+
+def encode_fields(fields: dict[str, Any], as_bool: Any = bool) -> dict[str, Any]:
+    """Job fields as column values (JSON text for dicts; ``as_bool`` for flags); unknown fields are refused."""
+    out = {}
+    for k, v in fields.items():
+        if k not in JobRecord.__dataclass_fields__ or k == "seq":
+            raise ValueError(f"unknown job field {k!r}")
+        if k in _JSON_FIELDS:
+            v = json.dumps(v, sort_keys=True, default=float)
+        elif k in _BOOL_FIELDS:
+            v = as_bool(v)
+        out[k] = v
+    return out
+
+
 class JobStore(ABC):
     """What the service needs from a job database. All methods are safe to call from any thread/process."""
 
@@ -178,25 +202,11 @@ class SqliteJobStore(JobStore):
 
     @staticmethod
     def _record(row: sqlite3.Row) -> JobRecord:
-        d = dict(row)
-        for k in _JSON_FIELDS:
-            d[k] = json.loads(d[k] or "{}")
-        for k in _BOOL_FIELDS:
-            d[k] = bool(d[k])
-        return JobRecord(**d)
+        return record_from_row(dict(row))
 
     @staticmethod
     def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for k, v in fields.items():
-            if k not in JobRecord.__dataclass_fields__ or k == "seq":
-                raise ValueError(f"unknown job field {k!r}")
-            if k in _JSON_FIELDS:
-                v = json.dumps(v, sort_keys=True, default=float)
-            elif k in _BOOL_FIELDS:
-                v = int(bool(v))
-            out[k] = v
-        return out
+        return encode_fields(fields, as_bool=lambda v: int(bool(v)))  # SQLite has no boolean type
 
     # ---- JobStore ---------------------------------------------------------------------------------------------
 

@@ -18,13 +18,12 @@ URLs: ``postgresql://user:password@host:port/dbname`` (libpq syntax; ``postgres:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any, Iterable
 
 from splatworks.errors import UserError
-from splatworks.service.store import (_BOOL_FIELDS, _COLUMNS, _JSON_FIELDS, ERROR, PENDING, RUNNING, STATUSES,
+from splatworks.service.store import (_COLUMNS, encode_fields, record_from_row, ERROR, PENDING, RUNNING, STATUSES,
                                       JobRecord, JobStore)
 
 _SCHEMA = """
@@ -135,25 +134,11 @@ class PostgresJobStore(JobStore):
 
     @staticmethod
     def _record(row: dict[str, Any]) -> JobRecord:
-        d = dict(row)
-        for k in _JSON_FIELDS:
-            d[k] = json.loads(d[k] or "{}")
-        for k in _BOOL_FIELDS:
-            d[k] = bool(d[k])
-        return JobRecord(**d)
+        return record_from_row(row)
 
     @staticmethod
     def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for k, v in fields.items():
-            if k not in JobRecord.__dataclass_fields__ or k == "seq":
-                raise ValueError(f"unknown job field {k!r}")
-            if k in _JSON_FIELDS:
-                v = json.dumps(v, sort_keys=True, default=float)
-            elif k in _BOOL_FIELDS:
-                v = bool(v)
-            out[k] = v
-        return out
+        return encode_fields(fields)  # PostgreSQL has real booleans
 
     # ---- JobStore ---------------------------------------------------------------------------------------------
 

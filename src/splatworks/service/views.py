@@ -65,6 +65,9 @@ class PublicInfo(BaseModel):
     files: Files
     start_camera: dict[str, Any] | None
     updated_at: float
+    manifest: str | None = Field(None, description="dynamic jobs: URL of the 4D manifest (null before frame 1)")
+    video: str | None = Field(None, description="dynamic jobs: URL of the held-out camera's video (when done)")
+    metrics_url: str | None = Field(None, description="dynamic jobs: URL of the held-out metrics (when done)")
 
 
 def _files(settings: ServiceSettings, job: JobRecord, check_disk: bool) -> Files:
@@ -140,7 +143,17 @@ def public_info(settings: ServiceSettings, job: JobRecord) -> PublicInfo:
     return PublicInfo(status=job.status, stage=job.stage, percent=job.percent,
                       iteration=job.step if training else None, total=job.total if training else None,
                       latest_checkpoint=latest, error=job.error, kind=job.kind, files=files,
-                      start_camera=start_camera(settings, job), updated_at=job.updated_at)
+                      start_camera=start_camera(settings, job), updated_at=job.updated_at,
+                      **(_dynamic_urls(settings, job) if job.kind == "dynamic" else {}))
+
+
+def _dynamic_urls(settings: ServiceSettings, job: JobRecord) -> dict[str, str | None]:
+    """The 4D files a dynamic job has published so far (routes/dynamic.py serves them)."""
+    export = JobPaths.of(settings.jobs_dir, job.job_id).root / "export"
+    base = f"/recon/pub/{job.pub_key}"
+    return {"manifest": f"{base}/4d/manifest.json" if (export / "manifest.json").is_file() else None,
+            "video": f"{base}/heldout.mp4" if (export / "heldout.mp4").is_file() else None,
+            "metrics_url": f"{base}/metrics.json" if (export / "metrics.json").is_file() else None}
 
 
 def job_dir(settings: ServiceSettings, job: JobRecord) -> Path:
