@@ -25,6 +25,8 @@ from typing import Any, Callable
 import PIL.Image  # noqa: F401  -- before pycolmap, always
 import numpy as np
 
+from splatworks.scene.camera import natural_key
+
 log = logging.getLogger("splatworks.sfm")
 
 Send = Callable[..., None]
@@ -321,7 +323,7 @@ def _check_and_repair(pycolmap: Any, cfg: dict[str, Any], rec: Any, db_path: Pat
         checks.correction_for(g, edges, rots, set(main), max_deg=max_deg)
     cut = checks.edges_to_remove(edges, rots, groups, max_deg=max_deg)
     checks.delete_pairs(db_path, cut)
-    moved = [n for g in groups for n in g.names]
+    moved = sorted((n for g in groups for n in g.names), key=natural_key)  # stable order for the report
     for g in groups:
         for image_id in g.image_ids:
             _deregister(rec, image_id)

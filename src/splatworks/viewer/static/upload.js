@@ -1,5 +1,6 @@
-// splatworks upload page: send photos / a video / a zip to POST /recon/jobs, then follow the job's progress
-// through GET /recon/pub/{pub_key}/info, and offer the viewer, the share link and the result files.
+// splatworks upload page: send photos / a video / a zip to POST /recon/jobs (or, "multi-view videos", one video
+// per camera to POST /recon/dynamic-jobs), then follow the job's progress through GET /recon/pub/{pub_key}/info,
+// and offer the viewer, the share link and the result files.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -10,6 +11,10 @@ const state = { phase: "idle", jobId: null, pubKey: null, info: null, error: nul
 window.splatworksUpload = state;  // read by tests
 
 let chosen = [];
+const kind = () => document.querySelector('input[name="kind"]:checked').value;  // static | dynamic
+for (const r of document.querySelectorAll('input[name="kind"]')) {
+  r.addEventListener("change", () => $("dynamic-options").classList.toggle("hidden", kind() !== "dynamic"));
+}
 
 function choose(files) {
   chosen = [...files];
@@ -43,9 +48,15 @@ function fail(message) {
 function upload(files) {
   return new Promise((resolve, reject) => {
     const form = new FormData();
-    for (const f of files) form.append("files", f, f.name);
+    const dynamic = kind() === "dynamic";
+    for (const f of files) form.append(dynamic ? "videos" : "files", f, f.name);
+    if (dynamic) {
+      const calib = $("calibration").files[0];
+      if (calib) form.append("calibration", calib, calib.name);
+      if ($("held-out").value.trim()) form.append("held_out_camera", $("held-out").value.trim());
+    }
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/recon/jobs");
+    xhr.open("POST", dynamic ? "/recon/dynamic-jobs" : "/recon/jobs");
     xhr.responseType = "json";
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) setStatus(`Uploading… ${Math.round((100 * e.loaded) / e.total)}%`, (100 * e.loaded) / e.total);
@@ -114,6 +125,10 @@ async function follow() {
           const url = info.files && info.files[kind];
           $(`dl-${kind}`).classList.toggle("hidden", !url);
           if (url) $(`dl-${kind}`).href = url;
+        }
+        for (const [id, url] of [["dl-video", info.video], ["dl-metrics", info.metrics_url]]) {  // dynamic jobs
+          $(id).classList.toggle("hidden", !url);
+          if (url) $(id).href = url;
         }
         if (FAILED.has(status)) { fail(`The reconstruction failed${info.stage ? ` during ${info.stage}` : ""}: ${info.error || "no reason given"}`); return; }
         if (FINISHED.has(status)) { setStatus("Finished: open the viewer or download the result.", 100); return; }
