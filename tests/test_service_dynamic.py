@@ -40,7 +40,8 @@ def videos(rig: Any) -> list[Path]:
 
 
 def _server(data: Path) -> ServerProcess:
-    return ServerProcess(data, "--train-preset", "tiny", "--max-concurrent-jobs", "1", "--cancel-grace-seconds", "3")
+    return ServerProcess(data, "--train-preset", "tiny", "--train-iterations", "60", "--max-concurrent-jobs", "1",
+                         "--cancel-grace-seconds", "3")
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,7 @@ def test_videos_upload_runs_to_done_and_4d_files_video_and_metrics_download(serv
         info = c.get(f"/recon/pub/{pub_key}/info").json()
         assert info["kind"] == "dynamic" and info["manifest"] == f"/recon/pub/{pub_key}/4d/manifest.json"
         assert info["video"] and info["metrics_url"]
+        assert info["start_camera"] is not None  # the viewer starts at one of the rig's cameras
         m = c.get(info["manifest"]).json()
         assert (m["frames"], m["frames_ready"], m["fps"], m["static"]) == (3, 3, float(FPS), "static.splat")
         base = httpx.URL(server.url + info["manifest"])

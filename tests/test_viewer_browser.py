@@ -240,7 +240,9 @@ def test_unknown_or_deleted_key_says_so(service, browser, known_job, tmp_path) -
     svc, url = service
     b = browser
     assert b.goto(f"{url}/v/{'x' * 32}") == 404
-    assert "no reconstruction" in b.call("text", selector="body").lower()
+    # The viewer page itself answers (status 404) and says so in its own message, not as raw JSON.
+    b.wait("window.splatworks && window.splatworks.phase === 'not-found'", 20)
+    assert "No reconstruction found" in b.call("text", selector="#message")
     # A job deleted while its viewer is open: the page says so instead of going blank or silent.
     folder = tmp_path / "doomed"
     write_checkpoint(folder / "gs_output", 5, blob_params(known_job["centres"], RGB, scale=0.16))

@@ -107,40 +107,39 @@ def test_viewer_plays_a_dynamic_job_from_its_4d_routes(served, browser, tmp_path
     settings, url = served
     seq = publish_sequence(settings)
     b = browser
-    if True:  # (one indented block: the browser is shared by the module's tests)
-        b.goto(f"{url}/v/{seq['pub_key']}?poll=300")
-        b.wait("window.splatworks && window.splatworks.player && window.splatworks.player.displayedFrame === 0", 90)
-        assert b.eval("!document.getElementById('player').hidden")
-        assert b.eval("window.splatworks.player.framesReady") == 3  # streams what is published, not all 4
-        settle(b, 0)
-        pose = b.eval("window.splatworks.cameraPose()")
-        first = b.screenshot(tmp_path / "t0.png")
-        seek(b, 2)
-        settle(b, 2)
-        assert b.eval("JSON.stringify(window.splatworks.cameraPose())") == json.dumps(pose, separators=(",", ":"))
-        later = b.screenshot(tmp_path / "t2.png")
+    b.goto(f"{url}/v/{seq['pub_key']}?poll=300")
+    b.wait("window.splatworks && window.splatworks.player && window.splatworks.player.displayedFrame === 0", 90)
+    assert b.eval("!document.getElementById('player').hidden")
+    assert b.eval("window.splatworks.player.framesReady") == 3  # streams what is published, not all 4
+    settle(b, 0)
+    pose = b.eval("window.splatworks.cameraPose()")
+    first = b.screenshot(tmp_path / "t0.png")
+    seek(b, 2)
+    settle(b, 2)
+    assert b.eval("JSON.stringify(window.splatworks.cameraPose())") == json.dumps(pose, separators=(",", ":"))
+    later = b.screenshot(tmp_path / "t2.png")
 
-        uv = project_threejs(pose, np.stack([seq["static"], seq["moving"][0], seq["moving"][2]]), W, H)
-        for u, v in uv:
-            assert 20 < u < W - 20 and 20 < v < H - 20, f"a blob projects off screen at {(u, v)}"
-        # Where the object moved: red at its old place at t0 only, at its new place at t2 only.
-        assert np.abs(dominant_colour_at(first, uv[1]) - 255 * RED).max() < 70
-        assert dominant_colour_at(later, uv[1]).max() < 60, "the object is still drawn where it was at t0"
-        assert np.abs(dominant_colour_at(later, uv[2]) - 255 * RED).max() < 70
-        assert dominant_colour_at(first, uv[2]).max() < 60, "the object is drawn at its t2 place already at t0"
-        assert np.abs(patch(first, uv[1]) - patch(later, uv[1])).max(axis=2).mean() > 60
-        # Where nothing moved: the static blob and the empty corners match between the two times.
-        assert np.abs(dominant_colour_at(first, uv[0]) - 255 * WHITE).max() < 70
-        assert np.abs(patch(first, uv[0]) - patch(later, uv[0])).max(axis=2).mean() < 8
-        corner = (slice(90, 130), slice(10, 60))
-        assert np.abs(first[corner].astype(float) - later[corner].astype(float)).mean() < 4
+    uv = project_threejs(pose, np.stack([seq["static"], seq["moving"][0], seq["moving"][2]]), W, H)
+    for u, v in uv:
+        assert 20 < u < W - 20 and 20 < v < H - 20, f"a blob projects off screen at {(u, v)}"
+    # Where the object moved: red at its old place at t0 only, at its new place at t2 only.
+    assert np.abs(dominant_colour_at(first, uv[1]) - 255 * RED).max() < 70
+    assert dominant_colour_at(later, uv[1]).max() < 60, "the object is still drawn where it was at t0"
+    assert np.abs(dominant_colour_at(later, uv[2]) - 255 * RED).max() < 70
+    assert dominant_colour_at(first, uv[2]).max() < 60, "the object is drawn at its t2 place already at t0"
+    assert np.abs(patch(first, uv[1]) - patch(later, uv[1])).max(axis=2).mean() > 60
+    # Where nothing moved: the static blob and the empty corners match between the two times.
+    assert np.abs(dominant_colour_at(first, uv[0]) - 255 * WHITE).max() < 70
+    assert np.abs(patch(first, uv[0]) - patch(later, uv[0])).max(axis=2).mean() < 8
+    corner = (slice(90, 130), slice(10, 60))
+    assert np.abs(first[corner].astype(float) - later[corner].astype(float)).mean() < 4
 
-        # Training publishes the fourth frame: the player picks it up from the manifest and plays it.
-        seq["manifest"](4)
-        b.wait("window.splatworks.player.framesReady === 4", 15)
-        b.eval("window.splatworks.player.play()")
-        b.wait("window.splatworks.player.displayedFrame === 3", 30)
-        b.eval("window.splatworks.player.pause()")
+    # Training publishes the fourth frame: the player picks it up from the manifest and plays it.
+    seq["manifest"](4)
+    b.wait("window.splatworks.player.framesReady === 4", 15)
+    b.eval("window.splatworks.player.play()")
+    b.wait("window.splatworks.player.displayedFrame === 3", 30)
+    b.eval("window.splatworks.player.pause()")
 
 
 def test_upload_page_sends_multi_view_videos_as_a_dynamic_job(served, browser, tmp_path) -> None:

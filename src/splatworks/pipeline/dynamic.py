@@ -63,6 +63,8 @@ class DynamicJobConfig:
     preset: str = option("default", "Training preset: default, fast, tiny (CPU tests); mixvoxels: T, M, L, tiny.")
     iterations_per_frame: int | None = option(None, "Override the preset's iterations per frame (gaussians) or total "
                                               "iterations (mixvoxels).")
+    iterations_first_frame: int | None = option(None, "Override the preset's iterations for the first frame "
+                                                "(gaussians; the service's --train-iterations).")
     depth: str = option("none", "Depth workflow: 'none', or 'distill' (depth of a static model of the first frame "
                         "supervises the static pixels; gaussians only).", choices=DEPTH_WORKFLOWS)
     calibration_file: bool = option(False, "Use upload/calibration.json as the rig calibration instead of SfM.")
@@ -83,8 +85,10 @@ def check_config(cfg: DynamicJobConfig) -> None:
         problems.append("start_frame and end_frame must be >= 0 and stride >= 1")
     if cfg.end_frame and cfg.end_frame <= cfg.start_frame:
         problems.append(f"end_frame ({cfg.end_frame}) must be after start_frame ({cfg.start_frame}), or 0")
-    if cfg.iterations_per_frame is not None and not 1 <= cfg.iterations_per_frame <= 1_000_000:
-        problems.append("iterations_per_frame must be between 1 and 1000000")
+    for name in ("iterations_per_frame", "iterations_first_frame"):
+        value = getattr(cfg, name)
+        if value is not None and not 1 <= value <= 1_000_000:
+            problems.append(f"{name} must be between 1 and 1000000")
     if problems:
         raise UserError("; ".join(problems))
 
@@ -94,6 +98,8 @@ def sequential_config(cfg: DynamicJobConfig) -> Any:
     from splatworks.dynamic.sequential import PRESETS, preset
 
     overrides: dict[str, Any] = {"device": cfg.device}
+    if cfg.iterations_first_frame is not None:
+        overrides["iterations_first_frame"] = cfg.iterations_first_frame
     if cfg.iterations_per_frame is not None:
         overrides["iterations_per_frame"] = cfg.iterations_per_frame
         overrides["min_iterations_per_frame"] = min(cfg.iterations_per_frame,
@@ -207,6 +213,8 @@ def _prepared(job_dir: Path, cfg: DynamicJobConfig, progress: ProgressFn) -> Any
     ds = prepare(videos, root, prepare_config(cfg, job_dir), progress)
     for w in ds.meta.get("warnings", []):
         emit(progress, "calibration", 1, 1, f"warning: {w}")
+    # The rig where the service looks for a job's cameras (the viewer starts at one of them).
+    ds.rig.save(job_dir / "colmap")
     return ds
 
 

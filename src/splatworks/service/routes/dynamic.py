@@ -91,7 +91,8 @@ def job_config(settings: ServiceSettings, fields: dict[str, str]) -> DynamicJobC
     if unknown:
         raise UploadRejected(400, f"unknown form field(s) {', '.join(unknown)}; the options are "
                                   f"{', '.join(OPTION_FIELDS)} (and the files: videos, calibration)")
-    values: dict[str, Any] = {"preset": settings.train_preset, "max_size": settings.max_image_size}
+    values: dict[str, Any] = {"preset": settings.train_preset, "max_size": settings.max_image_size,
+                              "iterations_first_frame": settings.train_iterations}
     for name, raw in fields.items():
         key, typ = OPTION_FIELDS[name]
         raw = raw.strip()
@@ -169,7 +170,7 @@ def _extract_videos(zip_path: Path, dest: Path, limits: UploadLimits, client: st
                 raise UploadRejected(413, f"the .zip entry {info.filename!r} is compressed {ratio:.0f}:1, more than "
                                           f"the limit of {limits.zip_max_ratio:.0f}:1 (zip-bomb guard); videos do "
                                           "not compress like that: zip the original videos")
-            target = dest / (f".calibration.part" if is_calib else f"{len(out):05d}.zpart")
+            target = dest / (".calibration.part" if is_calib else f"{len(out):05d}.zpart")
             written = 0
             with zf.open(info) as src, open(target, "wb") as dst:
                 while True:  # never trust the declared size: count what really comes out

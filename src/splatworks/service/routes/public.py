@@ -37,8 +37,9 @@ async def upload_page() -> HTMLResponse:
 
 @router.get("/v/{pub_key}", response_class=HTMLResponse, summary="The web viewer of a reconstruction")
 async def viewer_page(pub_key: str, request: Request) -> HTMLResponse:
-    pub_job_or_404(store_of(request), pub_key)
-    return HTMLResponse(_page("viewer"), headers={"Cache-Control": "no-store"})
+    # An unknown key still gets the page (with 404), which tells the user so instead of showing raw JSON.
+    known = store_of(request).get_by_pub_key(pub_key) is not None
+    return HTMLResponse(_page("viewer"), status_code=200 if known else 404, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/recon/pub/{pub_key}/info", response_model=PublicInfo, summary="Public state of a reconstruction")
