@@ -320,8 +320,10 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
             loss, out = _train_step(step, idx, params, optimizers, densifier, views, config, bg, extent,
                                     extra_losses)
             iteration = step + 1
-            if iteration % config.log_every == 0 or iteration == config.iterations:
-                now = time.perf_counter()
+            now = time.perf_counter()
+            # Every log_every steps, and at least every 2 s so slow CPU steps still show progress (and a
+            # cancel is seen promptly); reading the loss back is the only host sync this costs on a GPU.
+            if iteration % config.log_every == 0 or iteration == config.iterations or now - t_log > 2.0:
                 with torch.no_grad():
                     cur_psnr = float(psnr(out.colors.detach().clamp(0, 1), views.target(idx))[0])
                 metrics = {"loss": float(loss), "psnr": cur_psnr, "num_gaussians": len(params["means"]),
