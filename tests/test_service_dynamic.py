@@ -40,7 +40,7 @@ def videos(rig: Any) -> list[Path]:
 
 
 def _server(data: Path) -> ServerProcess:
-    return ServerProcess(data, "--train-preset", "tiny", "--train-iterations", "60", "--max-concurrent-jobs", "1",
+    return ServerProcess(data, "--train-preset", "tiny", "--train-iterations", "40", "--max-concurrent-jobs", "1",
                          "--cancel-grace-seconds", "3")
 
 
@@ -70,7 +70,8 @@ def test_videos_upload_runs_to_done_and_4d_files_video_and_metrics_download(serv
     import av
 
     with httpx.Client(base_url=server.url, timeout=60) as c:
-        r = upload(c, [("videos", v) for v in videos] + [("calibration", Path(rig.calibration))], end_frame=3)
+        r = upload(c, [("videos", v) for v in videos] + [("calibration", Path(rig.calibration))], end_frame=3,
+                   iterations_per_frame=20)
         assert r.status_code == 200, r.text
         job_id, pub_key = r.json()["job_id"], r.json()["pub_key"]
         stages, etas = set(), []

@@ -124,8 +124,8 @@ class _JobProgress:
     ``frame k of n`` (step = frames done + the fraction of the current frame, in FRAME_STEPS units per frame);
     each finished frame triggers the (throttled) 4D export."""
 
-    def __init__(self, progress: ProgressFn | None, on_frame_done: Any = None) -> None:
-        self.progress, self.on_frame_done = progress, on_frame_done
+    def __init__(self, progress: ProgressFn | None, on_frame_done: Any = None, joint: bool = False) -> None:
+        self.progress, self.on_frame_done, self.joint = progress, on_frame_done, joint
         self.n_frames, self.done = 0, 0
 
     def _frame(self, fraction: float, message: str = "", metrics: dict[str, Any] | None = None) -> None:
@@ -139,6 +139,12 @@ class _JobProgress:
         if head in ("frames", "masks", "calibration", "exporting"):
             if self.progress is not None:
                 self.progress(ev)
+        elif self.joint:  # MixVoxels trains every frame at once: its own "training" stage, iterations
+            if head == "training":
+                emit(self.progress, "training", ev.step, ev.total, "" if ev.checkpoint else ev.message,
+                     metrics=ev.metrics)
+            elif ev.message:
+                emit(self.progress, "training", 0, 0, ev.message)
         elif ev.stage == "dynamic.train":  # a frame finished
             # Counted here: train_sequence's own step number runs ahead when frames were already done.
             self.done = min(self.done + 1, self.n_frames)
@@ -252,7 +258,8 @@ def run_dynamic_job(job_dir: str | Path, config: DynamicJobConfig | None = None,
     _write_json(job_dir / "job_config.json", to_dict(cfg))
     timings: dict[str, float] = {}
     exporter = _Exporter(train_dir, export_dir)
-    events = _JobProgress(progress, exporter if cfg.backend == "gaussians" else None)
+    events = _JobProgress(progress, exporter if cfg.backend == "gaussians" else None,
+                          joint=cfg.backend == "mixvoxels")
 
     t = time.time()
     ds = _prepared(job_dir, cfg, events)
@@ -283,7 +290,6 @@ def run_dynamic_job(job_dir: str | Path, config: DynamicJobConfig | None = None,
         from splatworks.voxels import train_mixvoxels
 
         vcfg = mixvoxels_config(cfg)
-        events.n_frames = 1
         train_mixvoxels(ds, train_dir, vcfg, events, resume=True)
         timings["train_seconds"] = round(time.time() - t, 2)
         train_cfg, lines, manifest = to_dict(vcfg), [], None

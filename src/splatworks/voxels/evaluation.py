@@ -63,29 +63,11 @@ def render_frames(model: MixVoxelsModel, cam: Camera, n_frames: int, progress: P
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
-    """Encode (T, H, W, 3) float frames in [0, 1] as H.264 mp4 (PyAV); odd sizes are padded by one pixel."""
-    import av
-    from fractions import Fraction
+    """Encode (T, H, W, 3) float frames in [0, 1] as H.264 mp4 with the Gaussian backend's writer."""
+    from splatworks.dynamic.render import to_uint8, write_mp4 as write_uint8_mp4
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    u8 = (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
-    h, w = u8.shape[1:3]
-    ph, pw = h + (h % 2), w + (w % 2)  # yuv420p needs even sizes
-    if (ph, pw) != (h, w):
-        u8 = np.pad(u8, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": "16"}
-        for f in u8:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    tmp.replace(path)
-    return path
+    write_uint8_mp4((to_uint8(f) for f in frames), path, fps)
+    return Path(path)
 
 
 def render_video(out_dir: str | Path, camera: str | int | Camera, path: str | Path, fps: float | None = None,
