@@ -49,8 +49,23 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one option per field of dataclass ``cls`` (recursively for nested dataclasses)."""
+def _preset_values(presets: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """Value of field ``name`` in each preset that sets it (presets: name -> overrides dict or config)."""
+    out: dict[str, Any] = {}
+    for preset_name, p in (presets or {}).items():
+        values = p if isinstance(p, dict) else dataclasses.asdict(p)
+        if name in values:
+            out[preset_name] = values[name]
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
+                  presets: dict[str, Any] | None = None) -> None:
+    """Add one option per field of dataclass ``cls`` (recursively for nested dataclasses).
+
+    ``presets`` (name -> overrides dict or config instance) makes the help say where a preset differs from the
+    plain default, so ``--help`` never shows a default that the chosen preset replaces.
+    """
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
@@ -61,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default: {default})" if help_text else f"(default: {default})"
+        shown = f"default: {default}"
+        differing = {k: v for k, v in _preset_values(presets, f.name).items() if v != default}
+        if differing:
+            shown = "; ".join(f"preset {k}: {v}" for k, v in differing.items()) + f"; otherwise {default}"
+        help_text = f"{help_text} ({shown})" if help_text else f"({shown})"
         kwargs: dict[str, Any] = {"dest": (prefix + f.name).replace(".", "__"), "default": argparse.SUPPRESS,
                                   "help": help_text.replace("%", "%%")}
         if f.metadata.get("choices"):

@@ -178,7 +178,7 @@ def register_dynamic(dsub: argparse._SubParsersAction) -> None:
         p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named settings to start from")
         p.add_argument("--no-resume", action="store_true", help="start over instead of continuing")
         p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-        add_arguments(p, SequentialConfig)
+        add_arguments(p, SequentialConfig, presets=PRESETS)
         p.set_defaults(func=_run_train)
     if "render" not in taken:
         p = dsub.add_parser("render", help="fixed-camera video of a trained 4D scene", description=RENDER_HELP,

@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="default: 30k iterations, checkpoints at 10k/20k/30k; fast: a quick look")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints in OUT and start over")
-    add_arguments(p, TrainConfig)
+    add_arguments(p, TrainConfig, presets=PRESETS)
     from splatworks.depth.losses import DepthConfig
 
     add_arguments(p, DepthConfig)  # --depth sparse, --depth-weight ... (splatworks.depth)
