@@ -50,16 +50,26 @@ def frame0_free(rig, tmp_path_factory) -> Path:
     return out
 
 
-def _continue(frame0: Path, dest: Path, rig, cfg) -> list[dict]:
+def _continue(frame0: Path, dest: Path, rig, cfg, progress=None) -> list[dict]:
     shutil.copytree(frame0, dest)
-    return seq.train_sequence(rig, dest, cfg, resume=True)
+    return seq.train_sequence(rig, dest, cfg, progress=progress, resume=True)
+
+
+CONSTRAINED_EVENTS: list = []
 
 
 @pytest.fixture(scope="module")
 def run_constrained(rig, frame0_free, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("c") / "run"
-    _continue(frame0_free, out, rig, tiny(freeze_static=False))
+    _continue(frame0_free, out, rig, tiny(freeze_static=False), progress=CONSTRAINED_EVENTS.append)
     return out
+
+
+def test_resumed_run_reports_each_finished_frame_once_in_order(rig, run_constrained):
+    """Frame 0 came from a previous run; the resumed run reports frames 2..n of n, one event each."""
+    steps = [(e.step, e.total) for e in CONSTRAINED_EVENTS if e.stage == "dynamic.train"]
+    n = len(rig.frames)
+    assert steps == [(k, n) for k in range(2, n + 1)]
 
 
 @pytest.fixture(scope="module")

@@ -238,3 +238,37 @@ def test_bad_inputs_get_clear_answers(server, videos, rig, tmp_path) -> None:
         c.delete(f"/recon/jobs/{r.json()['job_id']}")
         # Refused uploads left nothing behind.
         assert {p.name for p in jobs_dir.iterdir()} <= before
+
+
+# ---- the other backends and workflows, through the job function itself (no server: no worker start-up) --------
+
+@pytest.mark.parametrize("variant", ["mixvoxels", "depth_distill"])
+def test_job_function_runs_mixvoxels_and_depth_distill(variant, videos, rig, tmp_path) -> None:
+    import shutil
+
+    from splatworks.pipeline.dynamic import DynamicJobConfig, run_dynamic_job
+
+    job = tmp_path / "job"
+    (job / "upload").mkdir(parents=True)
+    for v in videos:
+        shutil.copy(v, job / "upload" / v.name)
+    shutil.copy(rig.calibration, job / "upload" / "calibration.json")
+    cfg = DynamicJobConfig(preset="tiny", calibration_file=True, device="cpu", end_frame=3, iterations_per_frame=20,
+                           iterations_first_frame=40)
+    if variant == "mixvoxels":
+        cfg.backend, cfg.iterations_per_frame, cfg.iterations_first_frame = "mixvoxels", 100, None
+    else:
+        cfg.depth = "distill"
+    stages: list[str] = []
+    summary = run_dynamic_job(job, cfg, lambda ev: stages.append(ev.stage))
+    assert summary["held_out_camera"] == "cam00" and 5 < summary["heldout"]["psnr_mean"] < 60
+    assert (job / "export" / "heldout.mp4").stat().st_size > 0
+    assert json.loads((job / "export" / "metrics.json").read_text())["backend"] == cfg.backend
+    if variant == "mixvoxels":
+        assert summary["manifest"] is None and "training" in stages  # jointly trained: no per-frame layers
+        assert (job / "train" / "checkpoint.pt").exists()
+    else:
+        depth = np.load(job / "depth" / "all_depth.npy")
+        assert np.isfinite(depth).all() and (depth > 0).mean() > 0.3  # the static model's depth covers the room
+        assert summary["train_config"]["depth"] == "distill" and summary["frames_ready"] == 3
+        assert "frame 3 of 3" in stages

@@ -153,6 +153,7 @@ def test_upload_page_sends_multi_view_videos_as_a_dynamic_job(served, browser, t
     assert b.eval("document.getElementById('dynamic-options').classList.contains('hidden')")
     b.call("click", selector="input[name=kind][value=dynamic]")
     assert not b.eval("document.getElementById('dynamic-options').classList.contains('hidden')")
+    b.screenshot(tmp_path / "upload_dynamic.png")
     # One video is not a rig: the service refuses and the page says why.
     b.call("setInputFiles", selector="#files", files=videos[:1])
     b.call("click", selector="#start")
@@ -179,3 +180,4 @@ def test_upload_page_sends_multi_view_videos_as_a_dynamic_job(served, browser, t
     upload_dir = Path(settings.jobs_dir) / state["jobId"] / "upload"
     assert sorted(p.name for p in upload_dir.iterdir()) == ["calibration.json", "cam00.mp4", "cam01.mp4",
                                                              "cam02.mp4"]
+    b.goto("about:blank")  # stop the page's polling before the server shuts down

@@ -90,3 +90,5 @@ for await (const line of rl) {
 }
 await context.close();
 fs.rmSync(userDataDir, { recursive: true, force: true });
+rl.close();
+process.exit(0);  // stdin stays open in the parent: without this node would wait for it

@@ -578,8 +578,9 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
     chain = _resume(out, done, device) if done else None
     results: list[dict[str, Any]] = []
     todo = frames[len(done):]
+    n_done_at_start = len(done)  # `done` grows inside the loop
     for k, frame in enumerate(todo):
-        index = len(done) + k
+        index = n_done_at_start + k
         t_frame = time.perf_counter()
         views = load_frame(dataset, frame, cams, device)
         line: dict[str, Any] = {"frame": frame}

@@ -238,8 +238,11 @@ def _depth_file(job_dir: Path, ds: Any, cfg: DynamicJobConfig, progress: Progres
     tcfg = train_config(StaticJobConfig(preset="tiny" if tiny else "fast", device=cfg.device))
     emit(progress, "calibration", 1, 1, f"depth workflow: training a static model of frame {ds.frames[0]} "
                                         f"({tcfg.iterations} iterations)")
-    train(ds.scene_at(ds.frames[0]), model, tcfg, None, resume=True)
-    export_depth(model, ds.root, out, device=cfg.device)
+    def alive(ev: ProgressEvent) -> None:  # keeps the job's heartbeat and cancel checks going, quietly
+        emit(progress, "calibration", 1, 1)
+
+    train(ds.scene_at(ds.frames[0]), model, tcfg, alive, resume=True)
+    export_depth(model, ds.root, out, device=cfg.device, progress=alive)
     return out
 
 
