@@ -299,6 +299,65 @@ def _unsafe_entry(name: str) -> str | None:
     return None
 
 
+def zip_entry_path(info: zipfile.ZipInfo, limits: UploadLimits, max_bytes: int, what: str
+                   ) -> PurePosixPath | None:
+    """The checks every .zip entry gets (photos or videos): unsafe names, links, nested archives, encryption,
+    size and compression ratio (zip-bomb guard). Returns the entry's path, or None for folders and OS metadata.
+    ``what`` names the expected content in messages ("photos", "videos")."""
+    why = _unsafe_entry(info.filename)
+    if why:
+        raise UploadRejected(422, f"the .zip entry {info.filename!r} {why}; re-create the archive from a plain "
+                                  f"folder of {what}")
+    if info.is_dir():
+        return None
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UploadRejected(422, f"the .zip entry {info.filename!r} is a symbolic link; zip the {what} themselves")
+    base = PurePosixPath(info.filename.replace("\\", "/"))
+    if any(p.startswith(".") or p == "__MACOSX" for p in base.parts):
+        return None  # Finder/Explorer metadata
+    if base.suffix.lower() in ARCHIVE_EXTS:
+        raise UploadRejected(422, f"the .zip contains another archive ({info.filename!r}); nested archives are not "
+                                  f"accepted: put the {what} directly in one .zip")
+    if info.flag_bits & 0x1:
+        raise UploadRejected(422, f"the .zip entry {info.filename!r} is encrypted; send an unencrypted .zip")
+    if info.file_size > max_bytes:
+        raise UploadRejected(413, f"the .zip entry {info.filename!r} is {_mb(info.file_size)}, more than the limit "
+                                  f"of {_mb(max_bytes)}")
+    ratio = info.file_size / max(1, info.compress_size)
+    if ratio > limits.zip_max_ratio:
+        raise UploadRejected(413, f"the .zip entry {info.filename!r} is compressed {ratio:.0f}:1, more than the "
+                                  f"limit of {limits.zip_max_ratio:.0f}:1 (zip-bomb guard); {what} do not compress "
+                                  f"like that: zip the original {what}")
+    return base
+
+
+def extract_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limits: UploadLimits,
+                      total: int) -> int:
+    """Copy one entry to ``target``, counting what really comes out (declared sizes are never trusted).
+    ``total`` is the running uncompressed size of the archive so far; returns it updated."""
+    written = 0
+    try:
+        src = zf.open(info)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
+        raise UploadRejected(422, f"the .zip entry {info.filename!r} cannot be read ({exc}); re-create "
+                                  "the archive (plain deflate, no encryption)") from exc
+    with src, open(target, "wb") as dst:
+        while True:
+            try:
+                chunk = src.read(CHUNK)
+            except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                raise UploadRejected(422, f"the .zip entry {info.filename!r} is damaged ({exc or 'truncated'}); "
+                                          "re-create the archive") from exc
+            if not chunk:
+                return total
+            written += len(chunk)
+            total += len(chunk)
+            if written > max(info.file_size, 1) or total > limits.zip_max_uncompressed_bytes:
+                raise UploadRejected(413, f"the .zip entry {info.filename!r} unpacks to more than it "
+                                          "declares (a malformed or hostile archive); re-create it")
+            dst.write(chunk)
+
+
 def _extract_zip(rf: ReceivedFile, dest: Path, limits: UploadLimits) -> tuple[list[Path], list[dict[str, Any]]]:
     from splatworks.scene.camera import natural_key
 
@@ -321,31 +380,9 @@ def _extract_zip(rf: ReceivedFile, dest: Path, limits: UploadLimits) -> tuple[li
                                       f"{_mb(limits.zip_max_uncompressed_bytes)}; send fewer or smaller photos")
         entries = []
         for info in infos:
-            why = _unsafe_entry(info.filename)
-            if why:
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} {why}; re-create the archive "
-                                          "from a plain folder of photos")
-            if info.is_dir():
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} is a symbolic link; zip the photos "
-                                          "themselves")
-            base = PurePosixPath(info.filename.replace("\\", "/"))
-            if any(p.startswith(".") or p == "__MACOSX" for p in base.parts) or base.suffix.lower() in SKIP_IN_ZIP:
-                continue  # Finder/Explorer metadata and notes are not photos
-            if base.suffix.lower() in ARCHIVE_EXTS:
-                raise UploadRejected(422, f"the .zip contains another archive ({info.filename!r}); nested archives "
-                                          "are not accepted: put the photos directly in one .zip")
-            if info.flag_bits & 0x1:
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} is encrypted; send an unencrypted .zip")
-            if info.file_size > limits.max_file_bytes:
-                raise UploadRejected(413, f"the .zip entry {info.filename!r} is {_mb(info.file_size)}, more than "
-                                          f"the limit of {_mb(limits.max_file_bytes)} per photo")
-            ratio = info.file_size / max(1, info.compress_size)
-            if ratio > limits.zip_max_ratio:
-                raise UploadRejected(413, f"the .zip entry {info.filename!r} is compressed {ratio:.0f}:1, more than "
-                                          f"the limit of {limits.zip_max_ratio:.0f}:1 (zip-bomb guard); photos do "
-                                          "not compress like that: zip the original photos")
+            base = zip_entry_path(info, limits, limits.max_file_bytes, "photos")
+            if base is None or base.suffix.lower() in SKIP_IN_ZIP:
+                continue  # folders, OS metadata, notes: not photos
             entries.append(info)
         entries.sort(key=lambda i: natural_key(i.filename))
         if len(entries) > limits.max_files:
@@ -354,27 +391,7 @@ def _extract_zip(rf: ReceivedFile, dest: Path, limits: UploadLimits) -> tuple[li
         images, manifest, problems, total = [], [], [], 0
         for index, info in enumerate(entries):
             tmp = dest / f"{index:05d}.part"
-            written = 0
-            try:
-                src = zf.open(info)
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} cannot be read ({exc}); re-create "
-                                          "the archive (plain deflate, no encryption)") from exc
-            with src, open(tmp, "wb") as dst:
-                while True:  # never trust the declared size: count what really comes out
-                    try:
-                        chunk = src.read(CHUNK)
-                    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                        raise UploadRejected(422, f"the .zip entry {info.filename!r} is damaged ({exc or 'truncated'}); "
-                                                  "re-create the archive") from exc
-                    if not chunk:
-                        break
-                    written += len(chunk)
-                    total += len(chunk)
-                    if written > max(info.file_size, 1) or total > limits.zip_max_uncompressed_bytes:
-                        raise UploadRejected(413, f"the .zip entry {info.filename!r} unpacks to more than it "
-                                                  "declares (a malformed or hostile archive); re-create it")
-                    dst.write(chunk)
+            total = extract_zip_entry(zf, info, tmp, limits, total)
             try:
                 path, entry = _check_image(tmp, dest, index, limits, info.filename)
                 images.append(path)

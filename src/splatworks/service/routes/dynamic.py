@@ -19,10 +19,8 @@ import logging
 import os
 import re
 import shutil
-import stat
 import time
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,8 +34,8 @@ from splatworks.errors import InputError, UserError
 from splatworks.pipeline.dynamic import CALIBRATION_FILE, DynamicJobConfig, check_config
 from splatworks.service.auth import owner_hash, require_api_token
 from splatworks.service.jobs import JobPaths, new_id, write_json_atomic
-from splatworks.service.limits import (ARCHIVE_EXTS, CHUNK, UploadRejected, Received, _mb, _unsafe_entry,
-                                       _write_manifest, receive_upload, sniff)
+from splatworks.service.limits import (UploadRejected, Received, _mb, _write_manifest, extract_zip_entry,
+                                       receive_upload, sniff, zip_entry_path)
 from splatworks.service.routes import executor_of, pub_job_or_404, settings_of, store_of
 from splatworks.service.settings import ServiceSettings, UploadLimits
 from splatworks.service.store import PENDING, JobRecord
@@ -141,52 +139,13 @@ def _extract_videos(zip_path: Path, dest: Path, limits: UploadLimits, client: st
                                       f"{_mb(limits.zip_max_uncompressed_bytes)}; send fewer or shorter videos")
         total = 0
         for info in infos:
-            why = _unsafe_entry(info.filename)
-            if why:
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} {why}; re-create the archive from a "
-                                          "plain folder of videos")
-            if info.is_dir():
-                continue
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} is a symbolic link; zip the videos")
-            base = PurePosixPath(info.filename.replace("\\", "/"))
-            if any(p.startswith(".") or p == "__MACOSX" for p in base.parts):
-                continue
-            suffix = base.suffix.lower()
-            is_calib = base.name.lower() == CALIBRATION_FILE
-            if suffix in ARCHIVE_EXTS:
-                raise UploadRejected(422, f"the .zip contains another archive ({info.filename!r}); put the videos "
-                                          "directly in one .zip")
-            if suffix not in VIDEO_EXTS and not is_calib:
-                continue  # notes, previews: not camera inputs
-            if info.flag_bits & 0x1:
-                raise UploadRejected(422, f"the .zip entry {info.filename!r} is encrypted; send an unencrypted .zip")
-            cap = limits.max_file_bytes if is_calib else limits.max_video_bytes
-            if info.file_size > cap:
-                raise UploadRejected(413, f"the .zip entry {info.filename!r} is {_mb(info.file_size)}, more than the "
-                                          f"limit of {_mb(cap)}")
-            ratio = info.file_size / max(1, info.compress_size)
-            if ratio > limits.zip_max_ratio:
-                raise UploadRejected(413, f"the .zip entry {info.filename!r} is compressed {ratio:.0f}:1, more than "
-                                          f"the limit of {limits.zip_max_ratio:.0f}:1 (zip-bomb guard); videos do "
-                                          "not compress like that: zip the original videos")
+            is_calib = PurePosixPath(info.filename.replace("\\", "/")).name.lower() == CALIBRATION_FILE
+            base = zip_entry_path(info, limits, limits.max_file_bytes if is_calib else limits.max_video_bytes,
+                                  "videos")
+            if base is None or (base.suffix.lower() not in VIDEO_EXTS and not is_calib):
+                continue  # folders, OS metadata, notes, previews: not camera inputs
             target = dest / (".calibration.part" if is_calib else f"{len(out):05d}.zpart")
-            written = 0
-            with zf.open(info) as src, open(target, "wb") as dst:
-                while True:  # never trust the declared size: count what really comes out
-                    try:
-                        chunk = src.read(CHUNK)
-                    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                        raise UploadRejected(422, f"the .zip entry {info.filename!r} is damaged ({exc or 'truncated'})"
-                                                  "; re-create the archive") from exc
-                    if not chunk:
-                        break
-                    written += len(chunk)
-                    total += len(chunk)
-                    if written > max(info.file_size, 1) or total > limits.zip_max_uncompressed_bytes:
-                        raise UploadRejected(413, f"the .zip entry {info.filename!r} unpacks to more than it "
-                                                  "declares (a malformed or hostile archive); re-create it")
-                    dst.write(chunk)
+            total = extract_zip_entry(zf, info, target, limits, total)
             if is_calib:
                 calib = target
             else:
