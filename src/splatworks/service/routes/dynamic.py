@@ -13,12 +13,10 @@ Public files (by pub_key): ``/recon/pub/{k}/4d/manifest.json``, ``/4d/static.spl
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
 import re
-import shutil
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -36,7 +34,8 @@ from splatworks.service.auth import owner_hash, require_api_token
 from splatworks.service.jobs import JobPaths, new_id, write_json_atomic
 from splatworks.service.limits import (UploadRejected, Received, _mb, _write_manifest, extract_zip_entry,
                                        receive_upload, sniff, zip_entry_path)
-from splatworks.service.routes import executor_of, pub_job_or_404, settings_of, store_of
+from splatworks.service.routes import (executor_of, pub_job_or_404, refusing_upload, run_upload_check,
+                                       settings_of, store_of)
 from splatworks.service.settings import ServiceSettings, UploadLimits
 from splatworks.service.store import PENDING, JobRecord
 from splatworks.service.views import JobCreated
@@ -259,25 +258,13 @@ async def create_dynamic_job(request: Request) -> JobCreated:
     settings, store = settings_of(request), store_of(request)
     job_id, pub_key = new_id(), new_id()
     paths = JobPaths.of(settings.jobs_dir, job_id).make()
-    try:
+    async with refusing_upload(paths.root, log, "dynamic upload"):
         received = await receive_upload(request.headers.get("content-type", ""),
                                         request.headers.get("content-length"), request.stream(), paths.upload,
                                         settings.limits, file_field="videos", extra_file_fields=("calibration",))
         config = job_config(settings, received.fields)
-        pool = getattr(request.app.state, "check_pool", None)
-        if pool is not None:  # probing every video happens in other processes, off the event loop
-            checked, config = await asyncio.get_running_loop().run_in_executor(
-                pool, check_dynamic_upload, received, paths.upload, settings.limits, config)
-        else:
-            checked, config = await run_in_threadpool(check_dynamic_upload, received, paths.upload,
-                                                      settings.limits, config)
-    except UploadRejected as exc:
-        await run_in_threadpool(shutil.rmtree, paths.root, True)
-        log.info("dynamic upload refused", extra={"status_code": exc.status_code, "reason": str(exc)})
-        raise HTTPException(exc.status_code, str(exc)) from None
-    except BaseException:
-        await run_in_threadpool(shutil.rmtree, paths.root, True)
-        raise
+        checked, config = await run_upload_check(request, check_dynamic_upload, received, paths.upload,
+                                                  settings.limits, config)
     cfg = to_dict(config)
     meta = {"job_id": job_id, "pub_key": pub_key, "kind": "dynamic", "config": cfg, "created_at": time.time(),
             "input_kind": checked.input_kind, "input_files": len(checked.cameras),

@@ -17,8 +17,9 @@ from splatworks.config import to_dict
 from splatworks.pipeline.static import StaticJobConfig
 from splatworks.service.auth import owner_hash, require_api_token
 from splatworks.service.jobs import JobPaths, new_id, write_json_atomic
-from splatworks.service.limits import UploadRejected, check_upload, receive_upload
-from splatworks.service.routes import executor_of, job_or_404, settings_of, store_of
+from splatworks.service.limits import check_upload, receive_upload
+from splatworks.service.routes import (executor_of, job_or_404, refusing_upload, run_upload_check,
+                                       settings_of, store_of)
 from splatworks.service.settings import ServiceSettings
 from splatworks.service.store import ERROR, PENDING, JobRecord, JobStore
 from splatworks.service.views import JobCreated, JobStatus, job_status
@@ -47,23 +48,11 @@ async def create_job(request: Request) -> JobCreated:
     settings, store = settings_of(request), store_of(request)
     job_id, pub_key = new_id(), new_id()
     paths = JobPaths.of(settings.jobs_dir, job_id).make()
-    try:
+    async with refusing_upload(paths.root, log, "upload"):
         received = await receive_upload(request.headers.get("content-type", ""),
                                         request.headers.get("content-length"), request.stream(), paths.upload,
                                         settings.limits)
-        pool = getattr(request.app.state, "check_pool", None)
-        if pool is not None:  # decoding every photo happens in other processes, off the event loop
-            checked = await asyncio.get_running_loop().run_in_executor(pool, check_upload, received, paths.upload,
-                                                                       settings.limits)
-        else:
-            checked = await run_in_threadpool(check_upload, received, paths.upload, settings.limits)
-    except UploadRejected as exc:
-        await run_in_threadpool(shutil.rmtree, paths.root, True)
-        log.info("upload refused", extra={"status_code": exc.status_code, "reason": str(exc)})
-        raise HTTPException(exc.status_code, str(exc)) from None
-    except BaseException:
-        await run_in_threadpool(shutil.rmtree, paths.root, True)
-        raise
+        checked = await run_upload_check(request, check_upload, received, paths.upload, settings.limits)
     config = to_dict(job_config(settings))
     meta = {"job_id": job_id, "pub_key": pub_key, "kind": "static", "config": config, "created_at": time.time(),
             "input_kind": checked.input_kind, "input_files": len(checked.files), "input_bytes": checked.total_bytes}
