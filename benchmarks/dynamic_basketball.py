@@ -5,7 +5,7 @@ camera held out; `dynamic train` (default settings unless overridden); per-frame
 flicker and drift (`dynamic eval`); the held-out camera's side-by-side video; the 4D export and its size per frame.
 
     python benchmarks/dynamic_basketball.py --data ../shared/data/panoptic_basketball -o /tmp/bb \
-        [--frames 150] [--time-budget 0] [--set iterations_first_frame=7000 ...]
+        [--frames 150] [--time-budget 0] [--set iterations_first_frame=7000 ...] [--points FILE]
 
 ``--time-budget S`` stops training after S seconds (frames finished so far are kept and scored: a shortened
 run). Writes OUT/summary.json (everything below), OUT/heldout.mp4, OUT/export/manifest.json; prints a Markdown
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget", type=float, default=0.0, help="stop training after this many seconds (0 = no)")
     ap.add_argument("--resize", type=float, default=1.0, help="frame scale for prepare (1 = 640x360)")
     ap.add_argument("--set", nargs="*", default=[], help="SequentialConfig overrides, e.g. iterations_per_frame=2000")
+    ap.add_argument("--points", type=Path, default=None, help="import this point cloud in prepare (.ply, .npz, or a "
+                    "calibration .json with 'points') instead of triangulating frame 0")
+    ap.add_argument("--triangulate", default="auto", choices=("auto", "on", "off"),
+                    help="prepare's triangulation at the known poses ('off': random initial points)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -57,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         from splatworks.config import from_dict, to_dict
 
         d = to_dict(PrepareConfig())
-        d.update({"end_frame": args.frames, "resize": args.resize, "test_cameras": "first"})
+        d.update({"end_frame": args.frames, "resize": args.resize, "test_cameras": "first",
+                  "points": str(args.points) if args.points else None, "triangulate": args.triangulate})
         d["calibration"].update({"method": "import", "file": str(args.data / "calibration.json")})
         t0 = time.perf_counter()
         prepare(args.data / "videos", ds_root, from_dict(PrepareConfig, d))
         summary["prepare_s"] = time.perf_counter() - t0
     ds = DynamicDataset.load(ds_root)
     summary.update({"cameras": len(ds.camera_names), "held_out": ds.test_cameras, "frames_prepared": len(ds.frames),
-                    "points": int(len(ds.rig.points))})
+                    "points": int(len(ds.rig.points)), "points_report": ds.meta.get("points")})
 
     cfg = seq.SequentialConfig(**parse_sets(args.set))
     train_dir = args.out / "train"
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["stopped_by_budget"] = True
     summary["train_wall_s"] = time.perf_counter() - t0
     lines = seq.read_metrics(train_dir)
+    from splatworks.pipeline.dynamic import training_summary
+
+    summary["training"] = training_summary(lines)  # the same summary the service's dynamic job writes
     later = [l["seconds"] for l in lines[1:]]
     summary.update({"frames_trained": len(lines), "frame0_s": lines[0]["seconds"] if lines else None,
                     "per_frame_s_mean": sum(later) / len(later) if later else None,
@@ -113,5 +121,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # prepare's triangulation spawns a pycolmap worker: this guard is required
     sys.exit(main())

@@ -57,7 +57,7 @@ try:
             rr = c.get(f"/recon/pub/{job['pub_key']}/scene.splat")
             first_ckpt = {"t": round(time.time() - t, 1), "status": rr.status_code, "bytes": len(rr.content),
                           "iteration": rr.headers.get("x-splatworks-iteration")}
-        if s["status"] in ("DONE", "ERROR") or time.time() - T0 > 500:
+        if s["status"] in ("DONE", "ERROR") or time.time() - T0 > float(os.environ.get("DEADLINE", "500")):
             break
         time.sleep(1.0)
     result["final"] = {k: s[k] for k in ("status", "error", "latest_checkpoint", "metrics", "percent")}
@@ -80,6 +80,14 @@ try:
         sfm = json.loads((jd / "colmap" / "scene.json").read_text()).get("meta", {}).get("sfm", {})
         result["sfm_report"] = {k: sfm.get(k) for k in ("registered", "total", "points", "mean_reprojection_error",
                                                         "seconds")}
+        # The trained result for the viewer screenshots (issue 5): latest checkpoint's scene.splat + cameras + scene.
+        import tarfile
+        ckpts = sorted((jd / "gs_output" / "point_cloud").glob("iteration_*"), key=lambda q: int(q.name.split("_")[1]))
+        with tarfile.open(OUT / "lego_result.tgz", "w:gz") as tar:
+            for rel in ("gs_output/cameras.json", "gs_output/metrics.json", "colmap/scene.json", "colmap/points.npz",
+                        f"gs_output/point_cloud/{ckpts[-1].name}/scene.splat"):
+                if (jd / rel).exists():
+                    tar.add(jd / rel, arcname=rel)
     result["timeline"] = timeline
     (OUT / "run.log").write_text((data / "jobs" / job["job_id"] / "run.log").read_text())
 finally:

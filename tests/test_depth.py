@@ -103,6 +103,26 @@ def test_sparse_loss_never_sees_held_out_views(static_scene):
     assert loss.weight_at(0) == pytest.approx(0.2) and loss.weight_at(100) == pytest.approx(0.02)
 
 
+def test_sparse_loss_outlier_cut_ignores_wrong_points():
+    """--depth-outlier: a sample far from the rendered surface (a wrong match) stops pulling; the others still do."""
+    from types import SimpleNamespace
+
+    from splatworks.scene.camera import Camera
+
+    cam = Camera(name="a.png", width=8, height=6, fx=8.0, fy=8.0, cx=4.0, cy=3.0)
+    samples = {"a.png": {"coords": np.array([[2.5, 2.5], [5.5, 3.5]], np.float32),
+                         "depths": np.array([2.2, 10.0], np.float32), "weights": np.ones(2, np.float32)}}
+    depth = torch.full((1, 6, 8, 1), 2.0, requires_grad=True)
+    out = SimpleNamespace(depths=depth, colors=torch.zeros(1, 6, 8, 3))
+    plain = SparseDepthLoss([cam], samples, 1.0, 1.0, 10)(0, 0, out, None)
+    assert plain.item() == pytest.approx((0.2 / 2.2 + 8.0 / 10.0) / 2, rel=1e-5)
+    cut = SparseDepthLoss([cam], samples, 1.0, 1.0, 10, outlier=0.5)(0, 0, out, None)
+    assert cut.item() == pytest.approx(0.2 / 2.2, rel=1e-5)
+    cut.backward()
+    assert depth.grad[0, 2, 2, 0] < 0 and depth.grad[0, 3, 5, 0] == 0  # pulled towards 2.2; the outlier: no pull
+    assert DepthConfig().depth_outlier == 0.0  # off by default
+
+
 def _held_out_depth_error(out_dir: Path, folder: Path, depth_dir: Path) -> float:
     from splatworks.depth.export import load_model, render_depths
 

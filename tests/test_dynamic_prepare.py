@@ -34,8 +34,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _import_config(rig, **kw) -> PrepareConfig:
-    """Fast settings: GT calibration import, so only frames and masks are under test."""
-    cfg = PrepareConfig(**kw)
+    """Fast settings: GT calibration import, so only frames and masks are under test (no triangulated points
+    unless ``triangulate`` is given)."""
+    cfg = PrepareConfig(**{"triangulate": "off", **kw})
     cfg.calibration = replace(cfg.calibration, method="import", file=rig.calibration)
     return cfg
 
@@ -212,7 +213,7 @@ def test_existing_dataset_is_kept_and_cli_runs(rig, tmp_path: Path, capsys) -> N
     videos = _subset_videos(rig, tmp_path / "videos", ["cam00", "cam01", "cam02"])
     out = tmp_path / "ds"
     args = ["dynamic", "prepare", str(videos), "-o", str(out), "--end-frame", "3", "--calibration.method", "import",
-            "--calibration.file", str(rig.calibration), "--masks.preview-frames", "0"]
+            "--calibration.file", str(rig.calibration), "--masks.preview-frames", "0", "--triangulate", "off"]
     assert main(args) == 0
     assert "3 cameras x 3 frames" in capsys.readouterr().out
     before = (out / "dataset.json").read_text()
@@ -282,6 +283,7 @@ def test_failed_sfm_falls_back_to_the_calibration_file_or_explains(rig, tmp_path
     cal = ds.meta["calibration"]
     assert cal["method"] == "import" and cal["fallback_from"] == "sfm" and "error" in cal["sfm_attempt"]
     assert any("SfM calibration incomplete" in w for w in ds.meta["warnings"])
+    assert ds.meta["points"]["source"] == "triangulated" and len(ds.rig.points) > 0  # the fallback gets points too
     np.testing.assert_allclose(ds.rig.camera("cam01").world_to_camera, rig.rig.camera("cam01").world_to_camera)
 
 
@@ -299,3 +301,61 @@ def test_hysteresis_grows_strong_detections_and_shadows_are_recognised() -> None
     frame_f = np.concatenate([shade * 0.7, np.stack([shade[..., 0] * 0.7, shade[..., 1], shade[..., 2] * 0.5], -1)])
     shadow = mk.shadow_map(frame_f, np.concatenate([shade, shade]), max_angle_deg=3.0)
     assert shadow[:4].all() and not shadow[4:].any()
+
+
+# ---- initial points for an imported calibration (issue 7: frame 0 starts from real 3D points) ----------------------
+def _depth_error(ds: DynamicDataset, rig, points: np.ndarray) -> tuple[float, int]:
+    """Median |z - z_gt| / z_gt of ``points`` in the training cameras at frame 0 (GT depth of the synthetic rig)."""
+    errs = []
+    for name in ds.train_camera_names:
+        cam = ds.rig.camera(name)
+        gt = np.load(rig.depth_dir / name / "000000.npy")
+        uv, z = cam.project(points)
+        ok = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+        d = gt[uv[ok, 1].astype(int), uv[ok, 0].astype(int)]
+        good = np.isfinite(d) & (d > 0)
+        errs.append(np.abs(z[ok][good] - d[good]) / d[good])
+    e = np.concatenate(errs)
+    return float(np.median(e)), len(e)
+
+
+def test_imported_calibration_gets_triangulated_points_without_the_held_out_view(rig, tmp_path: Path) -> None:
+    cfg = _import_config(rig, end_frame=2, triangulate="auto")
+    cfg.masks = replace(cfg.masks, preview_frames=0)
+    ds = DynamicDataset.load(prepare(rig.root / "videos", tmp_path / "ds", cfg).root)
+    report = ds.meta["points"]
+    assert report["source"] == "triangulated" and report["count"] == len(ds.rig.points) >= 50, report
+    assert report["triangulated_views"] == N_CAMERAS - 1  # cam00 is held out: it leaks nothing into the points
+    err, n = _depth_error(ds, rig, ds.rig.points)
+    assert n > 100 and err < 0.03, f"median relative depth error {err:.3f} over {n} observations"
+    assert ds.rig.point_colors.std() > 5  # colours of the images, not a constant
+
+
+def test_point_file_or_calibration_points_are_imported(rig, tmp_path: Path) -> None:
+    from splatworks.dynamic.points import read_points_file, write_points_npz
+
+    videos = _subset_videos(rig, tmp_path / "videos", ["cam00", "cam01", "cam02"])
+    pts = rig.rig.points[:200]
+    cols = rig.rig.point_colors[:200]
+    cfg = _import_config(rig, end_frame=1, points=write_points_npz(tmp_path / "p.npz", pts, cols))
+    cfg.masks = replace(cfg.masks, method="none")
+    ds = DynamicDataset.load(prepare(videos, tmp_path / "ds1", cfg).root)
+    np.testing.assert_allclose(ds.rig.points, pts)
+    np.testing.assert_array_equal(ds.rig.point_colors, cols)
+    assert ds.meta["points"]["source"] == "file"
+    # The same points inside the calibration file ("points": {"xyz", "rgb"}), e.g. what a studio exports.
+    doc = json.loads(Path(rig.calibration).read_text())
+    doc["points"] = {"xyz": pts.tolist(), "rgb": cols.tolist()}
+    (tmp_path / "calib.json").write_text(json.dumps(doc))
+    cfg = replace(cfg, points=None, triangulate="on")
+    cfg.calibration = replace(cfg.calibration, file=tmp_path / "calib.json")
+    ds = DynamicDataset.load(prepare(videos, tmp_path / "ds2", cfg).root)
+    np.testing.assert_allclose(ds.rig.points, pts)
+    assert ds.meta["points"]["source"] == "calibration"
+    xyz, rgb = read_points_file(tmp_path / "calib.json")
+    np.testing.assert_allclose(xyz, pts)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="cannot read points"):
+        read_points_file(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="not found"):
+        prepare(videos, tmp_path / "ds3", replace(cfg, points=tmp_path / "missing.ply"))

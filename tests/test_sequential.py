@@ -301,3 +301,59 @@ def test_sequence_on_gsplat(rig, tmp_path):
     assert lines[-1]["psnr"] > lines[0]["psnr"] - 1.0
     m = export_4d(tmp_path / "run", tmp_path / "exp")
     assert m["frames_ready"] == len(rig.frames) and m["bytes"]["static"] > 0
+
+
+# ---- frame 0's start: real points, a random fallback that covers the scene, the static trainer's recipe -----------
+def test_first_frame_scene_keeps_held_out_views_and_thickens_sparse_points(rig):
+    cfg = tiny(first_frame_min_points=3000)
+    scene = seq.first_frame_scene(rig, rig.frames[0], cfg)
+    assert scene.test_names == [f"{rig.test_cameras[0]}/000000.png"]
+    assert all(c.mask_name is None for c in scene.cameras)  # frame 0 learns the people too
+    sparse = rig.rig.points
+    assert len(scene.points) == 3000 and np.array_equal(scene.points[: len(sparse)], sparse)
+    from scipy.spatial import cKDTree
+
+    from splatworks.splat.gaussians import knn_scale
+
+    # New points lie around the given ones (a few neighbour spacings away), with those points' colours.
+    dist, idx = cKDTree(sparse).query(scene.points[len(sparse):])
+    assert np.percentile(dist, 95) < 4 * np.median(knn_scale(sparse))
+    assert len(seq.first_frame_scene(rig, rig.frames[0], tiny(first_frame_min_points=0)).points) == len(sparse)
+
+
+def test_random_fallback_fills_a_ball_reaching_past_the_cameras(rig):
+    import dataclasses
+
+    empty = dataclasses.replace(rig, rig=dataclasses.replace(rig.rig, points=np.zeros((0, 3)),
+                                                             point_colors=np.zeros((0, 3), np.uint8),
+                                                             point_errors=np.zeros(0)))
+    scene = seq.first_frame_scene(empty, rig.frames[0], tiny(num_random_points=2000))
+    pts, centers = scene.points, rig.rig.centers()
+    mid = centers.mean(axis=0)
+    reach = np.linalg.norm(centers - mid, axis=1).max()
+    r = np.linalg.norm(pts - mid, axis=1)
+    assert len(pts) == 2000 and r.max() <= 1.2 * reach + 1e-9
+    assert (r > reach).mean() > 0.05  # beyond the cameras, where an inward rig's walls are
+    lo, hi = centers.min(axis=0), centers.max(axis=0)
+    assert ((pts < lo) | (pts > hi)).any(axis=1).mean() > 0.3  # not only the cameras' bounding box
+    seen = np.zeros(len(pts), dtype=bool)
+    for cam in scene.cameras:
+        uv, z = cam.project(pts)
+        seen |= (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+    assert seen.all()
+
+
+def test_first_frame_recipe_is_the_static_fast_preset_scaled():
+    from splatworks.splat.trainer import PRESETS
+
+    tc = seq.first_frame_train_config(seq.SequentialConfig(), torch.device("cpu"), None)
+    fast = PRESETS["fast"]
+    assert (tc.strategy, tc.iterations, tc.refine_stop, tc.sh_degree_interval) == \
+        ("mcmc", 7000, fast["refine_stop"], fast["sh_degree_interval"])
+    assert (tc.cap_max, tc.init_opacity, tc.opacity_reg, tc.hold_out_every, tc.background) == \
+        (200_000, fast["init_opacity"], fast["opacity_reg"], 0, None)
+    short = seq.first_frame_train_config(seq.SequentialConfig(iterations_first_frame=1000, first_frame_cap_max=5000),
+                                         torch.device("cpu"), (1.0, 1.0, 1.0))
+    assert (short.refine_stop, short.refine_start, short.cap_max, short.background) == (786, 100, 5000, (1.0, 1.0, 1.0))
+    adc = seq.first_frame_train_config(seq.SequentialConfig(first_frame_recipe="adc"), torch.device("cpu"), None)
+    assert adc.strategy == "default" and adc.refine_stop == 3500

@@ -80,3 +80,49 @@ def test_reference_draws_a_gaussian_as_the_equations_say() -> None:
     assert (1 - a1) * (1 - a2) > 1e-4
     expect2 = torch.tensor([a1, a1 + (1 - a1) * a2, a1])
     torch.testing.assert_close(out2.colors[0, 16, 17], expect2, atol=1e-5, rtol=0)
+
+
+def test_shifted_slice_blur_equals_the_convolution_blur() -> None:
+    # The compiled loss blurs with shifted-slice sums; evaluation and CPU training with convolutions. Both must be
+    # the same zero-padded separable Gaussian filter, borders included (odd sizes, smaller than the window too).
+    from splatworks.splat import metrics
+
+    for shape in [(1, 15, 37, 41), (2, 3, 5, 9)]:
+        x = torch.rand(*shape, dtype=torch.float64)
+        conv = metrics._blur_conv(x, 11, 1.5)
+        shifted = metrics._blur_shifted(x, 11, 1.5)
+        assert torch.allclose(conv, shifted, atol=1e-12), (shape, (conv - shifted).abs().max())
+    # and it is a blur: a constant image stays constant away from the zero-padded border
+    flat = metrics._blur_shifted(torch.ones(1, 1, 30, 30, dtype=torch.float64), 11, 1.5)
+    assert torch.allclose(flat[..., 5:-5, 5:-5], torch.ones(1, 1, 20, 20, dtype=torch.float64))
+    assert flat[0, 0, 0, 0] < 0.6
+
+
+def test_mcmc_noise_is_the_covariance_times_gated_normal_noise() -> None:
+    # 3DGS-MCMC's position noise: Sigma_i (z_i * s(1 - o_i)), Sigma_i = R diag(scale^2) R^T, written out in float64
+    # with an independent quaternion-to-matrix formula (rows of the rotation as in the 3DGS code).
+    import numpy as np
+
+    from splatworks.splat.strategy import mcmc_noise
+
+    g = torch.Generator().manual_seed(3)
+    n = 64
+    means = torch.randn(n, 3, generator=g)
+    quats = torch.randn(n, 4, generator=g)
+    log_scales = torch.randn(n, 3, generator=g) * 0.5 - 2
+    logits = torch.cat([torch.full((n // 2,), -8.0), torch.full((n - n // 2,), 4.0)])  # transparent / opaque
+    z = torch.randn(n, 3, generator=g)
+    got = mcmc_noise(means, quats, log_scales, logits, z).double().numpy()
+    for i in range(n):
+        w, x, y, zq = (quats[i] / quats[i].norm()).double().tolist()
+        rot = np.array([[1 - 2 * (y * y + zq * zq), 2 * (x * y - w * zq), 2 * (x * zq + w * y)],
+                        [2 * (x * y + w * zq), 1 - 2 * (x * x + zq * zq), 2 * (y * zq - w * x)],
+                        [2 * (x * zq - w * y), 2 * (y * zq + w * x), 1 - 2 * (x * x + y * y)]])
+        cov = rot @ np.diag(np.exp(2 * log_scales[i].double().numpy())) @ rot.T
+        opacity = 1 / (1 + math.exp(-float(logits[i])))
+        gate = 1 / (1 + math.exp(-100 * ((1 - opacity) - 0.995)))
+        want = cov @ (z[i].double().numpy() * gate)
+        assert np.allclose(got[i], want, rtol=1e-4, atol=1e-9), (i, got[i], want)
+    # opaque Gaussians barely move, transparent ones move by about their size
+    assert np.abs(got[n // 2:]).max() < 1e-12
+    assert np.abs(got[: n // 2]).max() > 1e-4

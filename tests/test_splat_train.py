@@ -136,3 +136,32 @@ def test_out_of_memory_says_what_to_lower(tiny_scene: Scene, tmp_path: Path, mon
     with pytest.raises(UserError, match="--max-resolution.*--cap-max"):
         train(tiny_scene, tmp_path, tiny_config(iterations=5, checkpoint_steps=()))
     assert sio.latest_checkpoint(tmp_path) is None
+
+
+def test_regulariser_gradients_added_after_backward_equal_autograd_of_the_full_loss() -> None:
+    # The trainer backpropagates L1 + D-SSIM only and adds the opacity/scale regularisers' gradients afterwards
+    # (one fused kernel on CUDA). The result must be the gradient of loss_terms, the loss as documented.
+    import torch
+
+    from splatworks.splat import trainer
+
+    g = torch.Generator().manual_seed(1)
+    n = 50
+    pred = torch.rand(1, 12, 10, 3, generator=g)
+    gt = torch.rand(1, 12, 10, 3, generator=g)
+    opac = torch.randn(n, generator=g)
+    scales = torch.randn(n, 3, generator=g) - 3
+
+    def leaves():
+        return [t.clone().requires_grad_(True) for t in (pred, opac, scales)]
+
+    p1, o1, s1 = leaves()
+    trainer.loss_terms(p1, gt, o1, s1, 0.2, 0.01, 0.05).backward()
+    p2, o2, s2 = leaves()
+    trainer._LOSS["photometric"](p2, gt, 0.2).backward()
+    assert o2.grad is None or not o2.grad.abs().any()
+    o2.grad, s2.grad = torch.zeros_like(o2), torch.zeros_like(s2)
+    trainer.add_regulariser_grads({"opacities": o2, "scales": s2}, 0.01, 0.05)  # type: ignore[arg-type]
+    assert torch.allclose(p1.grad, p2.grad)
+    assert torch.allclose(o1.grad, o2.grad, rtol=1e-5, atol=1e-12) and o1.grad.abs().max() > 0
+    assert torch.allclose(s1.grad, s2.grad, rtol=1e-5, atol=1e-12) and s1.grad.abs().max() > 0

@@ -10,8 +10,8 @@ import pytest
 
 from splatworks.service.cluster_testing import S3Server
 from splatworks.service.probe_job import ProbeConfig, probe_reference, run_probe_kind
-from splatworks.service.storage import (JobContext, latest_checkpoint, load_checkpoint, npz_arrays, npz_bytes,
-                                        open_storage, publish_checkpoint, set_job_context)
+from splatworks.service.storage import (JobContext, checkpoints, latest_checkpoint, load_checkpoint, npz_arrays,
+                                        npz_bytes, open_storage, publish_checkpoint, set_job_context)
 
 pytestmark = pytest.mark.timeout(120)
 JOB = "J" * 32
@@ -113,3 +113,70 @@ def test_probe_job_resumes_from_checkpoint(storage, tmp_path):
     assert b"element vertex 64" in head
     got = np.frombuffer(body, dtype="<f4").reshape(64, 3)
     np.testing.assert_allclose(got, probe_reference(cfg).astype(np.float32), rtol=0, atol=0)
+
+
+def _trainer_checkpoint(out_dir, iteration: int, seed: int):
+    """A checkpoint folder made by the trainer's own writer (``splat.io.write_checkpoint``): .ply, .splat, state."""
+    import torch
+
+    from splatworks.splat.io import write_checkpoint, write_ply, write_splat
+    from splatworks.viewer.testing import random_params
+
+    params = random_params(40, seed=seed)
+
+    def write(folder):
+        write_ply(folder / "point_cloud.ply", params)
+        write_splat(folder / "scene.splat", params)
+        torch.save({"iteration": iteration, "params": params}, folder / "trainer_state.pt")
+
+    return write_checkpoint(out_dir, iteration, write)
+
+
+def test_stale_attempt_cannot_publish_a_trainer_checkpoint_over_a_newer_one(storage, tmp_path):
+    """Trainer checkpoints go through the job's publisher (``stages.checkpoint_publisher``, fenced by the job
+    database): a stale attempt is refused, a write that slipped past the fence never wins, and the results
+    routes' lookup serves the newest attempt's bytes from storage; older checkpoints are pruned."""
+    from splatworks.progress import Cancelled
+    from splatworks.service.executor import attempt_fence
+    from splatworks.service.jobs import new_id, published_result
+    from splatworks.service.stages import checkpoint_publisher
+    from splatworks.service.store import JobRecord, SqliteJobStore
+
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    job_id = new_id()
+    store.create(JobRecord(job_id=job_id, pub_key=new_id()))
+    assert store.claim_next().attempt == 1
+    store.requeue_running("attempt 1 given up")  # the scheduler gives attempt 1 up while it still runs ...
+    assert store.claim_next().attempt == 2        # ... and attempt 2 owns the job now
+    newer = checkpoint_publisher(JobContext(storage, job_id, 2, attempt_fence(store, job_id, 2)))
+    stale = checkpoint_publisher(JobContext(storage, job_id, 1, attempt_fence(store, job_id, 1)))
+
+    f4 = _trainer_checkpoint(tmp_path / "a2", 4, seed=2)
+    newer(4, f4)
+    cp = latest_checkpoint(storage, job_id)
+    assert (cp.attempt, cp.step) == (2, 4)
+    assert set(cp.files) == {"point_cloud.ply", "scene.splat", "trainer_state.pt"}
+    served = (f4 / "point_cloud.ply").read_bytes()
+
+    f6 = _trainer_checkpoint(tmp_path / "a1", 6, seed=1)
+    with pytest.raises(Cancelled, match="superseded"):
+        stale(6, f6)  # the database fence refuses attempt 1
+    assert latest_checkpoint(storage, job_id) == cp
+    # A publication that slipped past the fence (checked just before attempt 2 claimed) still loses.
+    checkpoint_publisher(JobContext(storage, job_id, 1, None))(6, f6)
+    assert latest_checkpoint(storage, job_id) == cp
+    jobs_dir = tmp_path / "jobs"
+    for kind, name in (("ply", "point_cloud.ply"), ("splat", "scene.splat")):
+        found = published_result(storage.url, jobs_dir, job_id, kind)
+        f, size = found.open()
+        with f:
+            assert found.iteration == 4 and f.read() == (f4 / name).read_bytes() and size == (f4 / name).stat().st_size
+    assert served != (f6 / "point_cloud.ply").read_bytes()
+
+    # Two more checkpoints of attempt 2: only the two newest stay in storage, attempt 1's are gone.
+    for it in (8, 10):
+        newer(it, _trainer_checkpoint(tmp_path / "a2", it, seed=it))
+    kept = [k.rsplit("/", 2)[-2:] for k in storage.list(f"{job_id}/checkpoints/attempt-000002")]
+    assert [s for _, s in kept] == ["step-000000008", "step-000000010"]
+    assert storage.list(f"{job_id}/checkpoints/attempt-000001") == []
+    assert [c.attempt for c in checkpoints(storage, job_id)] == [2]

@@ -37,6 +37,8 @@ class DepthConfig:
                              "folder).")
     depth_weight: float = option(0.2, "Weight of the depth loss at the start of training.")
     depth_weight_final: float = option(0.02, "Weight at the end (exponential decay in between).")
+    depth_outlier: float = option(0.0, "Leave out samples whose rendered depth is off by more than this fraction of "
+                                  "their target (|D - d| / d; wrong matches of few or far-apart views), 0 = use all.")
 
 
 def sample_depth(depth: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -61,8 +63,9 @@ class SparseDepthLoss:
     needs_depth = True
 
     def __init__(self, cameras: list[Any], samples: dict[str, dict[str, np.ndarray]], weight: float,
-                 weight_final: float, iterations: int, device: torch.device | str = "cpu") -> None:
+                 weight_final: float, iterations: int, device: torch.device | str = "cpu", outlier: float = 0.0) -> None:
         self.sizes = [(c.width, c.height) for c in cameras]
+        self.outlier = outlier
         self.weight, self.weight_final, self.iterations = weight, weight_final, max(1, iterations)
         self.views: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
         for cam in cameras:
@@ -91,7 +94,10 @@ class SparseDepthLoss:
         cw, ch = self.sizes[idx]
         xy = coords * torch.tensor([wd / cw, h / ch], device=coords.device)  # training may downscale images
         pred = sample_depth(depth, xy)
-        return self.weight_at(iteration) * ((pred - target).abs() / target * w).sum() / w.sum()
+        rel = (pred - target).abs() / target
+        if self.outlier > 0:
+            w = w * (rel.detach() < self.outlier)
+        return self.weight_at(iteration) * (rel * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class DepthDistillation:
@@ -124,7 +130,7 @@ def sparse_depth_loss_for(scene: Any, scene_dir: str | Path, cfg: DepthConfig, i
         raise UserError(f"unknown --depth {cfg.depth!r}; use none or sparse")
     samples = load_sparse_depth(cfg.depth_file or scene_dir, [c.name for c in scene.cameras])
     loss = SparseDepthLoss(scene.train_cameras, samples, cfg.depth_weight, cfg.depth_weight_final, iterations,
-                           device)
+                           device, outlier=cfg.depth_outlier)
     if loss.num_samples == 0:
         raise UserError("--depth sparse: no depth samples for any training image; check that the depth file belongs "
                         "to this scene (names must match)")

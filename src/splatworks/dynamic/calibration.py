@@ -66,7 +66,8 @@ class CalibrationConfig:
 
 # ---- ground-truth import ------------------------------------------------------------------------------------
 def import_calibration(path: str | Path, cameras: list[str], sizes: dict[str, tuple[int, int]]) -> Scene:
-    """Rig Scene from a calibration JSON: ``{"width", "height", "cameras": [{"name", "K", "w2c"}, ...]}``.
+    """Rig Scene from a calibration JSON: ``{"width", "height", "cameras": [{"name", "K", "w2c"}, ...]}`` and an
+    optional ``"points": {"xyz": [[x, y, z], ...], "rgb": [[r, g, b], ...]}`` (the rig's sparse points, world frame).
 
     ``K`` is in pixels of the file's ``width`` x ``height`` (per camera keys override); intrinsics are scaled to
     the extracted frame size ``sizes[name] = (W, H)``. ``w2c`` is 4x4 (or 3x4) world-to-camera, OpenCV axes.
@@ -99,7 +100,12 @@ def import_calibration(path: str | Path, cameras: list[str], sizes: dict[str, tu
         out.append(Camera(name=name, width=w, height=h, fx=K[0, 0] * sx, fy=K[1, 1] * sy, cx=K[0, 2] * sx,
                           cy=K[1, 2] * sy, world_to_camera=w2c, model=model,
                           distortion=(dist + (0.0,) * 4)[:4] if model == "OPENCV" else (), camera_id=cid))
-    return Scene(cameras=out, meta={"calibration": {"method": "import", "file": str(path.resolve())}})
+    from splatworks.dynamic.points import points_from_json
+
+    # An optional "points" entry (world frame of the file) is the rig's initial point cloud.
+    xyz, rgb = points_from_json(doc)
+    return Scene(cameras=out, points=xyz, point_colors=rgb, point_errors=np.full(len(xyz), np.nan),
+                 meta={"calibration": {"method": "import", "file": str(path.resolve())}})
 
 
 # ---- alignment and errors -----------------------------------------------------------------------------------

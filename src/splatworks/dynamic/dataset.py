@@ -4,7 +4,8 @@ Layout of a dataset folder (written by ``splatworks dynamic prepare``)::
 
     DATASET/
       dataset.json           this file's index: cameras, frames, held-out cameras, fps, provenance
-      scene.json, points.npz the rig as a Scene: one Camera per rig camera (name "cam01"), sparse points
+      scene.json, points.npz the rig as a Scene: one Camera per rig camera (name "cam01"), sparse points (SfM's,
+                             imported, or triangulated at the known poses: dataset.json meta "points")
       images/cam01/000042.png   RGB frames, by camera and frame number
       masks/cam01/000042.png    8-bit masks: 255 = static background, 0 = dynamic
       transforms.json, poses_bounds.npy, colmap_depth.npy   the rig in the usual exchange formats

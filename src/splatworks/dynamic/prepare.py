@@ -40,6 +40,13 @@ class PrepareConfig:
                                "camera by name), 'none', or comma-separated names, e.g. cam00,cam05.")
     overwrite: bool = option(False, "Replace an existing dataset in the output folder.")
     num_threads: int = option(2, "Threads for SfM.")
+    points: Path | None = option(None, "Import a point cloud (world frame of the calibration) as the rig's sparse "
+                                 "points, the first frame's initial Gaussians: .ply (x, y, z, red, green, blue), "
+                                 ".npz (points, colors) or a calibration .json with a 'points' entry.")
+    triangulate: str = option("auto", "Sparse points at the imported calibration's poses (COLMAP's point "
+                              "triangulator on the first frame's training views): 'auto' (when the calibration has "
+                              "no points and no --points file; on failure training starts from random points), "
+                              "'on' (a failure stops prepare), 'off'.", choices=("auto", "on", "off"))
     masks: mk.MaskConfig = option(factory=mk.MaskConfig, help="static/dynamic masks")
     calibration: calib.CalibrationConfig = option(factory=calib.CalibrationConfig, help="rig calibration")
 
@@ -172,6 +179,48 @@ def _calibration_images(root: Path, cameras: list[str], frames: list[int], cfg: 
     return images, masks
 
 
+def _read_points(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from splatworks.dynamic.points import read_points_file
+
+    return read_points_file(path)
+
+
+def _rig_points(rig: Any, root: Path, frame: int, cfg: PrepareConfig,
+                imported: tuple[np.ndarray, np.ndarray] | None, warnings: list[str],
+                progress: ProgressFn | None) -> dict[str, Any]:
+    """Give ``rig`` sparse points: ``imported`` (``cfg.points``, read before any long work), else its own (SfM,
+    or the calibration file's), else triangulation at its known poses.
+
+    Returns a report for dataset meta: {"source": "sfm" | "calibration" | "file" | "triangulated" | "none",
+    "count", ...}. A failed triangulation (``triangulate`` 'auto') is a warning: training falls back to random.
+    """
+    from splatworks.dynamic import points as pt
+
+    if imported is not None:
+        xyz, rgb = imported
+        rig.points, rig.point_colors, rig.point_errors = xyz, rgb, np.full(len(xyz), np.nan)
+        return {"source": "file", "file": str(Path(cfg.points).resolve()), "count": int(len(xyz))}
+    if len(rig.points) > 0:
+        method = rig.meta.get("calibration", {}).get("method", "sfm")
+        return {"source": "calibration" if method == "import" else "sfm", "count": int(len(rig.points))}
+    if cfg.triangulate == "off":
+        return {"source": "none", "count": 0}
+    emit(progress, "calibration", 0, 1, f"triangulating points of frame {frame} at the known poses")
+    try:
+        xyz, rgb, err, report = pt.triangulate_rig(rig, root / "images", frame, root / "calibration" / "points",
+                                                   num_threads=cfg.num_threads)
+    except (UserError, RuntimeError, ImportError, OSError) as exc:
+        if cfg.triangulate == "on":
+            raise UserError(f"triangulating points at the known poses failed: {exc}; pass --points FILE or "
+                            "--triangulate off (random initial points)") from exc
+        log.warning("triangulation at the known poses failed (%s); training will start from random points", exc)
+        warnings.append(f"no 3D points: triangulation failed ({exc}); frame 0 starts from random points")
+        return {"source": "none", "count": 0, "error": str(exc)}
+    rig.points, rig.point_colors, rig.point_errors = xyz, rgb, err
+    log.info("triangulated %d points of frame %d at the known poses", len(xyz), frame)
+    return {"source": "triangulated", "frame": frame, "count": int(len(xyz)), **report}
+
+
 def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig | None = None,
             progress: ProgressFn | None = None, show_bars: bool = False) -> DynamicDataset:
     """Extract frames, make masks and calibrate the rig; write and return the dataset.
@@ -205,6 +254,7 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
     # Read a calibration file before any long work, so that a wrong file fails fast.
     truth = (calib.import_calibration(cfg.calibration.file, cameras, sizes)
              if cfg.calibration.file is not None else None)
+    imported_points = _read_points(cfg.points) if cfg.points is not None else None
     if (root / DATASET_FILE).exists():  # --overwrite: drop the old dataset's outputs, so no stale frame remains
         import shutil
 
@@ -255,15 +305,20 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
     timings["calibration"] = time.perf_counter() - t0
     emit(progress, "calibration", 1, 1, "calibrated")
 
+    # ---- initial points (an imported calibration has none of SfM's)
+    rig.test_names = list(test_cameras)
+    t0 = time.perf_counter()
+    points_report = _rig_points(rig, root, indices[0], cfg, imported_points, warnings, progress)
+    timings["points"] = time.perf_counter() - t0
+
     # ---- dataset files
     fps = sources[0].fps
-    rig.test_names = list(test_cameras)
     rig.mask_dir = root / "masks" if cfg.masks.method != "none" else None
     timings["total"] = time.perf_counter() - t_all
     meta = {"source": str(Path(videos_dir).resolve()), "cameras": cameras,
             "source_size": {s.name: [s.width, s.height] for s in sources},
             "source_frames": {s.name: s.n_frames for s in sources}, "warnings": warnings,
-            "calibration": rig.meta.get("calibration", {}), "masks": mask_report,
+            "calibration": rig.meta.get("calibration", {}), "masks": mask_report, "points": points_report,
             "timings_s": {k: round(v, 2) for k, v in timings.items()}, "config": to_dict(cfg)}
     rig.meta = {"calibration": meta["calibration"]}
     ds = DynamicDataset(root=root, rig=rig, frames=indices, test_cameras=test_cameras, fps=fps, meta=meta)

@@ -52,6 +52,8 @@ from splatworks.progress import ProgressFn, emit
 
 log = logging.getLogger(__name__)
 
+from splatworks.dynamic.first_frame import (  # noqa: F401  - re-exported: frame 0's start and recipe
+    _DistillForTrainer, _init_first_frame, _train_first_frame_splat, first_frame_scene, first_frame_train_config)
 from splatworks.dynamic.sequence_io import (  # noqa: F401  - re-exported: the trainer's files and frame data
     FRAMES_DIR, METRICS_FILE, PARAM_KEYS, STATE_FILE, STATIC_FILE, FrameViews, _atomic_torch_save, _rows,
     frame_file, load_frame, load_frame_gaussians, load_image, load_static_mask, read_metrics, trained_frames)
@@ -99,7 +101,19 @@ class SequentialConfig:
     first_frame_trainer: str = option("auto", "Frame 0 with 'splat' (the static trainer: densification), 'plain' "
                                       "(this module's loop, no densification) or 'auto' (splat when present).",
                                       choices=("auto", "splat", "plain"))
-    num_random_points: int = option(20000, "Initial Gaussians when the dataset has no SfM points.")
+    num_random_points: int = option(20000, "Initial Gaussians when the dataset has no SfM points (random in a ball "
+                                    "reaching past the cameras; `dynamic prepare` triangulates points instead).")
+    first_frame_min_points: int = option(30000, "A sparser point cloud is thickened to this many initial Gaussians "
+                                         "around its points (0 = as given): a budget-capped densifier grows a few "
+                                         "hundred triangulated points too slowly.")
+    first_frame_random_points: int = option(0, "Also add this many random points (in a ball reaching past the "
+                                            "cameras) to a dataset's points: cover surfaces with no triangulated "
+                                            "point, e.g. plain walls (3DGS-MCMC relocates the ones no view needs).")
+    first_frame_recipe: str = option("mcmc", "Frame 0 with the static trainer: 'mcmc' (its fast preset, "
+                                     "3DGS-MCMC with a Gaussian budget, scaled to iterations_first_frame) or 'adc' "
+                                     "(3DGS adaptive density control).", choices=("mcmc", "adc"))
+    first_frame_cap_max: int = option(200000, "Gaussian budget of frame 0 with the 'mcmc' recipe (later frames "
+                                      "train and store these Gaussians: more costs time and export size).")
     depth: str = option("none", "Depth supervision: 'distill' = depth of a static model (all_depth.npy) on static "
                         "mask pixels.", choices=("none", "distill"))
     depth_file: str = option("", "all_depth.npy written by `splatworks depth export` (with --depth distill).")
@@ -121,6 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Few steps need larger learning rates to get anywhere.
     "tiny": {"iterations_first_frame": 150, "iterations_per_frame": 60, "min_iterations_per_frame": 30,
              "iterations_converged": 30, "early_stop_window": 20, "sh_degree": 0, "num_random_points": 400,
+             "first_frame_min_points": 0,
              "first_frame_trainer": "plain", "freeze_dilation": 2, "first_frame_lr_means": 3e-3, "lr_means": 1e-3,
              "lr_sh0": 0.02, "lr_scales": 0.01, "lr_opacities": 0.05},
 }
@@ -477,57 +492,6 @@ def _load_distillation(cfg: SequentialConfig, dataset: DynamicDataset, cameras: 
                             f"{cam.width}x{cam.height}")
         tensors.append(torch.from_numpy(np.nan_to_num(d).astype(np.float32)).to(device))
     return DepthDistillation(tensors, cfg.depth_weight, cfg.depth_everywhere)
-
-
-def _init_first_frame(dataset: DynamicDataset, frame: int, cfg: SequentialConfig, device: torch.device
-                      ) -> torch.nn.ParameterDict:
-    from splatworks.splat.gaussians import init_from_scene
-
-    return init_from_scene(dataset.scene_at(frame), sh_degree=cfg.sh_degree, num_random=cfg.num_random_points,
-                           seed=cfg.seed, device=device)
-
-
-class _DistillForTrainer:
-    """The distilled-depth loss in the static trainer's extra-loss form (frame 0 with densification)."""
-
-    needs_depth = True
-
-    def __init__(self, distill: DepthDistillation, static: list[torch.Tensor]) -> None:
-        self.distill, self.static = distill, static
-
-    def __call__(self, iteration: int, idx: int, out: Any, params: Any) -> torch.Tensor:
-        depth = out.depths[0, ..., 0] if out.depths is not None else None
-        if depth is None or depth.shape != self.static[idx].shape:  # a downscaled trainer view: skip
-            return out.colors.sum() * 0.0
-        return self.distill.loss(depth, idx, self.static[idx])
-
-
-def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
-                             device: torch.device, progress: ProgressFn | None,
-                             extra: list[Any] | None = None, resume: bool = True) -> torch.nn.ParameterDict | None:
-    """Frame 0 with the static trainer (3DGS densification); None when splat.trainer is not installed.
-
-    The whole frame is trained (masks are not passed: the moving people belong to frame 0 too); held-out cameras
-    stay held out. The trainer's own output (checkpoint, metrics.json) lands in ``OUT/frame0_static``.
-    """
-    try:
-        from splatworks.splat import io as sio
-        from splatworks.splat.gaussians import params_from_tensors
-        from splatworks.splat.trainer import TrainConfig, train
-    except ImportError:
-        return None
-    scene = dataset.scene_at(frame)
-    scene.cameras = [replace(c, mask_name=None, world_to_camera=c.world_to_camera.copy()) for c in scene.cameras]
-    n = cfg.iterations_first_frame
-    tc = TrainConfig(iterations=n, checkpoint_steps=(n,), sh_degree=cfg.sh_degree,
-                     sh_degree_interval=max(1, min(1000, n // 8)), refine_start=min(500, n // 10),
-                     refine_stop=max(1, n // 2), reset_every=3000 if n > 6000 else 0, hold_out_every=0,
-                     init_num_random=cfg.num_random_points, device=str(device), backend=cfg.backend,
-                     seed=cfg.seed, eval_lpips=False, save_splat=False,
-                     background=tuple(dataset.rig.background) if dataset.rig.background else None)
-    res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=resume, extra_losses=extra)
-    folder = res.checkpoint or sio.latest_checkpoint(out_dir / "frame0_static")[1]  # type: ignore[index]
-    return params_from_tensors(sio.read_ply(Path(folder) / "point_cloud.ply"), device)
 
 
 def _resume(out_dir: Path, frames_done: list[int], device: torch.device) -> _Chain:

@@ -1,16 +1,19 @@
 """The static reconstruction job: ingest -> SfM -> training -> export, in one job folder.
 
-The service's workers and ``splatworks reconstruct`` call the same :func:`run_static_job`. Each stage reads the
-previous stage's files and marks itself finished with a ``.done`` file, so a job that is started again (after a
-server restart, a killed worker) skips finished stages and the trainer resumes from its last checkpoint.
+``splatworks reconstruct`` and the service's local workers run :func:`run_static_job`; a cluster runs its two
+stages, :func:`prepare_static_job` (CPU) and :func:`train_static_job` (GPU), as separate tasks: the same
+functions. Each stage reads the previous stage's files and marks itself finished with a ``.done`` file, so a job
+that is started again (after a server restart, a killed worker) skips finished stages and the trainer resumes
+from its last checkpoint.
 
 Job folder (see ``splatworks.service.jobs``)::
 
     upload/                 photos (any names), or one video file
     work/frames/            video only: the kept frames (sampled evenly, the blurriest of each slot dropped)
     work/images/            normalised images (EXIF orientation applied, downscaled to max_image_size)
-    colmap/                 SfM: scene.json (+ undistorted images, sparse model)
+    colmap/                 SfM: scene.json (+ undistorted images, sparse model)    <- prepare_static_job (CPU)
     gs_output/              trainer: point_cloud/iteration_N/{point_cloud.ply, scene.splat}, metrics.json
+                                                                                    <- train_static_job (GPU)
     gs_output/result.json   export: what was made, how (the resolved config) and how long each stage took
 """
 
@@ -25,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -177,24 +180,36 @@ def _mark(marker: Path, info: dict[str, Any]) -> None:
 
 
 def run_static_job(job_dir: str | Path, config: StaticJobConfig | None = None, progress: ProgressFn | None = None,
-                   input_path: str | Path | None = None) -> dict[str, Any]:
+                   input_path: str | Path | None = None,
+                   on_checkpoint: Callable[[int, Path], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the job in ``job_dir``; returns the content of ``gs_output/result.json``.
+
+    The two stages, :func:`prepare_static_job` (ingest + SfM: CPU only) and :func:`train_static_job` (training +
+    export: the GPU), one after the other; a cluster runs them as separate tasks (a GPU is not held during SfM).
 
     Args:
         job_dir: the job folder (created if missing).
         input_path: a folder of photos or one video file; default ``job_dir/upload``.
         progress: receives ProgressEvents (stages ``ingest*``, ``sfm.*``, ``training``, ``exporting``); it may
             raise ``Cancelled`` to stop at the next safe point.
+        on_checkpoint: called as ``on_checkpoint(iteration, folder)`` once each training checkpoint folder is
+            complete (before the progress event); the service publishes it to the job storage there.
     Raises:
         UserError / InputError: bad input (the message says what to fix); Cancelled.
     """
-    from splatworks.scene.camera import Scene
+    timings = prepare_static_job(job_dir, config, progress, input_path)
+    return train_static_job(job_dir, config, progress, on_checkpoint, timings)
 
+
+def prepare_static_job(job_dir: str | Path, config: StaticJobConfig | None = None,
+                       progress: ProgressFn | None = None, input_path: str | Path | None = None) -> dict[str, float]:
+    """Stage 1, CPU only: ingest (video frames, normalised images) and SfM into ``job_dir/work`` and
+    ``job_dir/colmap``; finished parts (``.done`` markers) are skipped. Returns the stage timings (seconds)."""
     config = config or StaticJobConfig()
     job_dir = Path(job_dir)
     input_path = Path(input_path) if input_path is not None else job_dir / "upload"
-    work, colmap, gs_output = job_dir / "work", job_dir / "colmap", job_dir / "gs_output"
-    for p in (work, colmap, gs_output):
+    work, colmap = job_dir / "work", job_dir / "colmap"
+    for p in (work, colmap):
         p.mkdir(parents=True, exist_ok=True)
     (job_dir / "job_config.json").write_text(json.dumps(to_dict(config), indent=2, sort_keys=True))
     timings: dict[str, float] = {}
@@ -202,7 +217,7 @@ def run_static_job(job_dir: str | Path, config: StaticJobConfig | None = None, p
     t = time.time()
     if not _done(work / ".done"):
         images = ingest(input_path, job_dir, config, progress)
-        _mark(work / ".done", {"images": len(list(images.iterdir()))})
+        _mark(work / ".done", {"images": len(list(images.iterdir())), "video": (work / "frames").is_dir()})
     else:
         emit(progress, "ingest", 1, 1, "images already prepared")
     timings["ingest_seconds"] = time.time() - t
@@ -216,23 +231,61 @@ def run_static_job(job_dir: str | Path, config: StaticJobConfig | None = None, p
         sfm_cfg = SfmConfig(max_image_size=config.max_image_size)
         if config.sfm_matcher != "auto":
             sfm_cfg = dataclasses.replace(sfm_cfg, matcher=config.sfm_matcher)
-        elif (work / "frames").is_dir():  # video frames: neighbours in time overlap
+        elif _from_video(work):  # video frames: neighbours in time overlap
             sfm_cfg = dataclasses.replace(sfm_cfg, matcher="sequential")
         result = run_sfm(work / "images", colmap, sfm_cfg, progress)
         report = getattr(result, "report", {}) or {}
         emit(progress, "sfm", 1, 1, f"SfM: {report.get('registered', len(result.scene.cameras))} images "
                                     f"registered, {len(result.scene.points)} points")
         _mark(colmap / ".done", {"scene": str(scene_json.name)})
+    else:
+        emit(progress, "sfm", 1, 1, "SfM already done")
     timings["sfm_seconds"] = time.time() - t
+    return timings
 
-    t = time.time()
+
+def _from_video(work: Path) -> bool:
+    if (work / "frames").is_dir():
+        return True
+    try:  # the frames folder may be absent where the stage output was restored from storage
+        return bool(json.loads((work / ".done").read_text()).get("video"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def train_static_job(job_dir: str | Path, config: StaticJobConfig | None = None, progress: ProgressFn | None = None,
+                     on_checkpoint: Callable[[int, Path], None] | None = None,
+                     timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Stage 2, the GPU: train on ``job_dir/colmap/scene.json`` into ``job_dir/gs_output`` (resuming from its
+    newest checkpoint folder) and write ``gs_output/result.json``; returns the result summary.
+
+    ``on_checkpoint(iteration, folder)`` runs once each checkpoint folder is complete (see ``run_static_job``).
+    """
+    from splatworks.scene.camera import Scene
     from splatworks.splat.trainer import train
 
+    config = config or StaticJobConfig()
+    job_dir = Path(job_dir)
+    gs_output = job_dir / "gs_output"
+    gs_output.mkdir(parents=True, exist_ok=True)
+    scene_json = job_dir / "colmap" / "scene.json"
+    if not scene_json.exists():
+        raise UserError(f"{scene_json} is missing: the SfM stage has not finished for this job")
+    timings = dict(timings or {})
+
+    def relay(ev: Any) -> None:
+        if on_checkpoint is not None and ev.checkpoint:
+            folder = Path(ev.checkpoint)
+            on_checkpoint(int(folder.name.rsplit("_", 1)[-1]), folder)
+        if progress is not None:
+            progress(ev)
+
+    t = time.time()
     scene = Scene.load(scene_json)
     tcfg = train_config(config)
     emit(progress, "training", 0, tcfg.iterations, f"training {tcfg.iterations} iterations on "
                                                    f"{len(scene.cameras)} images")
-    result = train(scene, gs_output, tcfg, progress, resume=True)
+    result = train(scene, gs_output, tcfg, relay, resume=True)
     timings["train_seconds"] = time.time() - t
 
     emit(progress, "exporting", 0, 1, "checking results")

@@ -56,13 +56,25 @@ def _reimport(args: argparse.Namespace) -> int:
 
     from splatworks.service.admin import import_job_dir, reimport_all
 
+    import sys
+
+    from splatworks.errors import UserError
+
     settings = ServiceSettings(data_dir=Path(args.data_dir), database_url=args.database_url).validate()
+    problems: list[tuple[str, str]] = []  # folders that could not be imported (reported, never half-imported)
     if args.folders:
-        imported = [import_job_dir(settings, f) for f in args.folders]
+        imported = []
+        for f in args.folders:
+            try:
+                imported.append(import_job_dir(settings, f))
+            except UserError as exc:
+                problems.append((str(f), str(exc)))
     else:
-        imported = reimport_all(settings)
+        imported = reimport_all(settings, problems=problems)
     for job_id, pub_key in imported:
         print(json.dumps({"job_id": job_id, "pub_key": pub_key, "viewer_url": f"/v/{pub_key}"}))
-    if not imported:
+    for name, why in problems:
+        print(f"not imported: {name}: {why}", file=sys.stderr)
+    if not imported and not problems:
         print("nothing to import: every job folder is already in the database")
-    return 0
+    return 1 if problems else 0

@@ -95,6 +95,10 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
 
+# Credentials the test server accepts (any will do); clients and Ray worker processes need them in their env.
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 class S3Server:
     """moto's S3-compatible server on 127.0.0.1:PORT (in memory: proves the plumbing, not durability)."""
 
@@ -102,8 +106,7 @@ class S3Server:
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.env = dict(S3_TEST_ENV)
 
     @staticmethod
     def available() -> str | None:
@@ -174,4 +177,4 @@ def ray_cluster(workers: int = 2, gpus_per_worker: int = 1, cpus_per_worker: int
     return cluster, nodes
 
 
-__all__ = ["PostgresServer", "S3Server", "ray_cluster", "ray_available"]
+__all__ = ["PostgresServer", "S3Server", "S3_TEST_ENV", "ray_cluster", "ray_available"]

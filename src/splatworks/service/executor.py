@@ -63,10 +63,10 @@ class Executor(ABC):
 
 
 def run_static_kind(job_dir: str, job_config: dict[str, Any], progress: Callable[..., None]) -> dict[str, Any]:
-    from splatworks.config import from_dict
-    from splatworks.pipeline.static import StaticJobConfig, run_static_job
+    """Both stages of a static job in its folder, checkpoints published to the job storage (``service.stages``)."""
+    from splatworks.service.stages import run_static_kind as run_both
 
-    return run_static_job(job_dir, from_dict(StaticJobConfig, job_config), progress)
+    return run_both(job_dir, job_config, progress)
 
 
 def job_function(kind: str) -> Callable[..., Any]:
@@ -153,6 +153,7 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
 
     from splatworks.progress import Cancelled
     from splatworks.service.jobs import JobPaths, ProgressRecorder, latest_checkpoint
+    from splatworks.service.storage import JobContext, open_storage, set_job_context
 
     settings = ServiceSettings.from_dict(json.loads(settings_json))
     # Share the CPU cores among the concurrent jobs (set before torch is imported by the job function).
@@ -169,6 +170,8 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
         return  # deleted, cancelled or superseded meanwhile
     rec = ProgressRecorder(store, job_id, attempt, paths)
     rec.log(f"attempt {attempt} started (worker pid {os.getpid()})")
+    set_job_context(JobContext(open_storage(settings.storage_url, settings.jobs_dir), job_id, attempt,
+                               attempt_fence(store, job_id, attempt)))
     try:
         job_function(job.kind)(str(paths.root), job.config, rec)
         store.update(job_id, attempt=attempt, status=DONE, stage="exporting", substage="done", percent=100.0,
@@ -185,6 +188,16 @@ def worker_main(settings_json: str, job_id: str, attempt: int, parent_pid: int) 
         rec.close()
         store.close()
         lock.close()
+
+
+def attempt_fence(store: JobStore, job_id: str, attempt: int) -> Callable[[], bool]:
+    """True while the store says the job is still RUNNING on ``attempt`` (publishing is allowed)."""
+
+    def fence() -> bool:
+        job = store.get(job_id)
+        return job is not None and job.attempt == attempt and job.status == RUNNING
+
+    return fence
 
 
 @dataclass
@@ -328,4 +341,5 @@ def make_executor(settings: ServiceSettings, store: JobStore) -> Executor:
     raise ValueError(f"unknown executor {settings.executor!r}")
 
 
-__all__ = ["Executor", "LocalExecutor", "make_executor", "JOB_FUNCTIONS", "worker_main", "PENDING", "RUNNING"]
+__all__ = ["Executor", "LocalExecutor", "make_executor", "JOB_FUNCTIONS", "worker_main", "attempt_fence", "PENDING",
+           "RUNNING"]

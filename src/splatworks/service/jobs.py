@@ -9,6 +9,12 @@ Layout of one job (``data_dir/jobs/{job_id}``)::
     gs_output/...                 trainer checkpoint, metrics.json
     run.log                       the job's log (also in the database's log table for status.log_tail)
     job.json                      ids, kind and config (so `admin reimport` can rebuild the database row)
+    checkpoints/attempt-A/step-S/ published checkpoints (hard links to the trainer's files on one machine)
+    latest/attempt-A.json         each attempt's atomic "latest" pointer; results are served from the highest
+    stages/NAME/...               a cluster's published stage outputs (the SfM folder), pointers alike
+
+The last three are the job storage's (``service.storage``): with ``--storage-url s3://...`` they live in the bucket
+under ``{job_id}/`` instead, and a cluster's stage tasks work in folders of their own on their nodes.
 
 A result file counts as complete only if its size matches what its header declares (.ply) or its record size
 (.splat): a crash or full disk mid-write never yields a half-written file that is served as complete.
@@ -16,6 +22,7 @@ A result file counts as complete only if its size matches what its header declar
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -155,6 +162,77 @@ def latest_result(paths: JobPaths, kind: str) -> tuple[int, Path] | None:
     return None
 
 
+@dataclass(frozen=True)
+class ResultFile:
+    """A published result file: in the job storage (``key``) or, for jobs that predate it, the job folder."""
+
+    iteration: int
+    storage: Any
+    key: str = ""
+    path: Path | None = None
+
+    def open(self) -> tuple[Any, int]:
+        """(binary file, size); an open file keeps its bytes even if a newer checkpoint replaces it meanwhile."""
+        if self.path is not None:
+            f = open(self.path, "rb")
+            return f, os.fstat(f.fileno()).st_size
+        return self.storage.open_read(self.key)
+
+
+def job_storage(storage_url: str, jobs_dir: Path) -> Any:
+    """The job storage the service was configured with (one instance per URL, shared by requests)."""
+    return _job_storage(storage_url, str(Path(jobs_dir).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _job_storage(storage_url: str, jobs_dir: str) -> Any:
+    from splatworks.service.storage import open_storage
+
+    return open_storage(storage_url, jobs_dir)
+
+
+def published_result(storage_url: str, jobs_dir: Path, job_id: str, kind: str) -> ResultFile | None:
+    """The newest published ``kind`` result ("ply" | "splat") of a job: the file in the checkpoint that the
+    highest attempt's "latest" pointer names in the job storage; else (imported jobs, jobs from before
+    checkpoints went through storage) the newest complete one in ``gs_output/point_cloud``."""
+    from splatworks.service.storage import latest_checkpoint as published
+
+    storage = job_storage(storage_url, jobs_dir)
+    name = RESULT_FILES[kind]
+    try:
+        cp = published(storage, job_id)
+    except OSError:  # storage unreachable: fall back to what this machine has
+        cp = None
+    if cp is not None and name in cp.files:
+        return ResultFile(cp.step, storage, key=f"{cp.prefix}/{name}")
+    found = latest_result(JobPaths.of(jobs_dir, job_id), kind)
+    return ResultFile(found[0], None, path=found[1]) if found else None
+
+
+def scene_file(storage_url: str, jobs_dir: Path, job_id: str) -> Path | None:
+    """The job's SfM ``scene.json`` on this machine: in the job folder, else the copy that the job's prepare stage
+    published to the job storage (a cluster's stages work elsewhere): on a folder storage that file itself, from
+    a bucket a copy fetched once into ``jobs_dir/{job_id}/colmap``. None before SfM has finished."""
+    local = JobPaths.of(jobs_dir, job_id).colmap / "scene.json"
+    if local.is_file():
+        return local
+    from splatworks.service.storage import latest_checkpoint as published
+
+    storage = job_storage(storage_url, jobs_dir)
+    try:
+        cp = published(storage, job_id, series="prepare")
+        if cp is None or "colmap/scene.json" not in cp.files:
+            return None
+        if storage.is_directory:
+            return storage.local_path(f"{cp.prefix}/colmap/scene.json")
+        for name in ("colmap/points.npz", "colmap/scene.json"):  # scene.json last: it marks the copy complete
+            if name in cp.files:
+                storage.get_file(f"{cp.prefix}/{name}", JobPaths.of(jobs_dir, job_id).root / name)
+    except OSError:
+        return None
+    return local if local.is_file() else None
+
+
 def latest_checkpoint(paths: JobPaths) -> int | None:
     """Highest iteration with a complete .splat or .ply (what the viewer and downloads get)."""
     found = [r[0] for r in (latest_result(paths, "splat"), latest_result(paths, "ply")) if r]
@@ -202,7 +280,7 @@ class ProgressRecorder:
     """
 
     def __init__(self, store: JobStore, job_id: str, attempt: int, paths: JobPaths,
-                 min_interval: float = 0.5, cancel_poll: float = 0.5) -> None:
+                 min_interval: float = 0.5, cancel_poll: float = 0.5, log_path: Path | None = None) -> None:
         self.store, self.job_id, self.attempt, self.paths = store, job_id, attempt, paths
         self.min_interval, self.cancel_poll = min_interval, cancel_poll
         self._last_write = 0.0
@@ -210,7 +288,7 @@ class ProgressRecorder:
         self._stage: str | None = None
         self._max_percent = 0.0
         self._stage_start: tuple[float, int] = (time.time(), 0)
-        self._log = open(paths.run_log, "a", buffering=1)
+        self._log = open(log_path or paths.run_log, "a", buffering=1)  # a cluster task's own folder may differ
 
     def log(self, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")

@@ -54,7 +54,12 @@ class ServiceSettings:
     ray_address: str = option("", "Ray cluster address HEAD_IP:6379 for --executor ray (empty: RAY_ADDRESS or a "
                                   "cluster started on this machine).")
     ray_gpus_per_job: float = option(1.0, "GPUs each job's Ray task asks for (executor 'ray').")
-    storage_url: str = option("", "Job storage for checkpoints: empty = the jobs folder (a shared filesystem on a "
+    ray_cpus_per_cpu_stage: float = option(1.0, "CPUs the CPU-only stage task of a static job (ingest + SfM) asks "
+                                                "Ray for; it holds no GPU (executor 'ray').")
+    work_dir: str = option("", "Node-local folder where cluster stage tasks work (empty: the system temp folder); "
+                               "what they make goes to the job storage (executor 'ray').")
+    storage_url: str = option("", "Job storage for published checkpoints (served as results) and, on a cluster, "
+                                  "uploads and stage outputs: empty = the jobs folder (a shared filesystem on a "
                                   "cluster), or s3://bucket/prefix[?endpoint_url=...].")
     heartbeat_seconds: float = option(5.0, "A running job's worker writes a heartbeat this often (executor 'ray').")
     heartbeat_timeout_seconds: float = option(60.0, "A running job whose heartbeat is older than this is requeued "
@@ -103,6 +108,8 @@ class ServiceSettings:
                             "--database-url postgresql://USER:PASSWORD@HOST:PORT/DB.")
         if self.executor == "ray" and not 0 < self.heartbeat_seconds * 3 <= self.heartbeat_timeout_seconds:
             problems.append("heartbeat_timeout_seconds must be at least 3 x heartbeat_seconds (and both positive).")
+        if self.ray_cpus_per_cpu_stage <= 0:
+            problems.append("ray_cpus_per_cpu_stage must be positive (SfM needs at least part of a CPU).")
         if self.train_iterations is not None and self.train_iterations < 1:
             problems.append("train_iterations must be at least 1 (or unset to use the preset).")
         lim = self.limits

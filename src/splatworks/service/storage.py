@@ -21,6 +21,11 @@ the highest attempt, so:
   it is fenced twice, by the database (``fence()`` must say the job is still on this attempt right before the
   pointer is written) and by the pointer order (its pointer has a lower attempt number than the newer one's,
   so even a write that slipped past the fence is never chosen).
+
+Files may be given as bytes or as local files (the trainer's checkpoint folder: copied, or hard-linked when the
+storage is on the same disk, so the single-machine default costs no extra space). The same mechanism, with a
+``series`` name, publishes a job stage's output (``{job_id}/stages/NAME/...``: the SfM folder a cluster's
+training task starts from). Publishing prunes all but the two newest checkpoints of the series.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from splatworks.errors import UserError
@@ -85,6 +90,53 @@ class JobStorage:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(p.parent)
+
+    def put_file(self, key: str, src: str | Path) -> None:
+        """Copy a local file to ``key`` atomically (a hard link when the storage shares its filesystem)."""
+        path = self._full(key)
+        if self.fs is not None:
+            self.fs.put_file(str(src), path)  # one PUT (or a multipart upload completed at the end): atomic
+            return
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        try:
+            try:
+                os.link(src, tmp)  # same filesystem: no bytes copied (the writer never modifies a file in place)
+            except OSError:
+                _copy_synced(Path(src), tmp)
+            os.replace(tmp, p)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(p.parent)
+
+    def get_file(self, key: str, dest: str | Path) -> None:
+        """Copy ``key`` to the local file ``dest`` (atomically; parent folders are made)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        try:
+            if self.fs is not None:
+                self.fs.get_file(self._full(key), str(tmp))
+            else:
+                try:
+                    os.link(self._full(key), tmp)
+                except OSError:
+                    _copy_synced(Path(self._full(key)), tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def open_read(self, key: str) -> tuple[Any, int]:
+        """(binary file object, size) of ``key``; the open file keeps reading the same object even if the key is
+        replaced or removed meanwhile on a directory storage."""
+        if self.fs is not None:
+            f = self.fs.open(self._full(key), "rb", block_size=4 << 20)
+            return f, int(f.size)
+        f = open(self._full(key), "rb")
+        return f, os.fstat(f.fileno()).st_size
 
     def read_bytes(self, key: str) -> bytes:
         if self.fs is not None:
@@ -140,6 +192,24 @@ class JobStorage:
             raise UserError(f"job storage {self.url} returned different bytes than were written")
 
 
+def _copy_synced(src: Path, dst: Path) -> None:
+    import shutil
+
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        shutil.copyfileobj(fi, fo, 4 << 20)
+        fo.flush()
+        os.fsync(fo.fileno())
+
+
+def _sha256_file(path: Path) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(4 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -191,11 +261,15 @@ def open_storage(url: str, default_dir: str | Path | None = None) -> JobStorage:
     return JobStorage(clean, root, fs)
 
 
-# ---- checkpoints ----------------------------------------------------------------------------------------------
+# ---- checkpoints (and stage outputs): complete files, then an atomic per-attempt pointer ----------------------
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A published checkpoint: which attempt wrote it, at which step, and its files (name -> size, sha256)."""
+    """A published checkpoint: which attempt wrote it, at which step, and its files (name -> size, sha256).
+
+    ``series`` is "checkpoints" for training checkpoints, else the name of the job stage whose output this is
+    (e.g. "prepare": the SfM folder a static job's training stage starts from). File names may contain ``/``.
+    """
 
     job_id: str
     attempt: int
@@ -203,36 +277,71 @@ class Checkpoint:
     prefix: str
     files: dict[str, dict[str, Any]]
     published_at: float
+    series: str = "checkpoints"
 
 
-def _pointer_key(job_id: str, attempt: int) -> str:
-    return f"{job_id}/latest/attempt-{attempt:06d}.json"
+CHECKPOINTS = "checkpoints"
 
 
-def publish_checkpoint(storage: JobStorage, job_id: str, attempt: int, step: int, files: dict[str, bytes],
-                       fence: Callable[[], bool] | None = None) -> Checkpoint | None:
+def _series_root(job_id: str, series: str) -> str:
+    if series == CHECKPOINTS:
+        return job_id
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", series):
+        raise ValueError(f"series name {series!r} must be a short lowercase word")
+    return f"{job_id}/stages/{series}"
+
+
+def _pointer_key(job_id: str, attempt: int, series: str = CHECKPOINTS) -> str:
+    return f"{_series_root(job_id, series)}/latest/attempt-{attempt:06d}.json"
+
+
+def _data_prefix(job_id: str, attempt: int, step: int, series: str = CHECKPOINTS) -> str:
+    base = f"{job_id}/checkpoints" if series == CHECKPOINTS else _series_root(job_id, series)
+    return f"{base}/attempt-{attempt:06d}/step-{step:09d}"
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"checkpoint file name {name!r} must be a relative path without '.' or '..' parts")
+
+
+def publish_checkpoint(storage: JobStorage, job_id: str, attempt: int, step: int,
+                       files: Mapping[str, bytes | Path], fence: Callable[[], bool] | None = None,
+                       series: str = CHECKPOINTS, prune: bool = True) -> Checkpoint | None:
     """Write ``files`` completely, then move this attempt's "latest" pointer to them.
 
-    ``fence()`` is asked right before the pointer moves (e.g. "is the job still on my attempt in the
-    database?"); if it says no, nothing is published and None is returned. A step lower than the attempt's
-    current pointer is refused too (a pointer never moves back).
+    Args:
+        files: name (a relative path) -> the bytes, or a local file (copied; hard-linked on the same disk).
+        fence: asked right before the pointer moves (e.g. "is the job still on my attempt in the database?");
+            if it says no, nothing is published and None is returned. A step lower than the attempt's current
+            pointer is refused too (a pointer never moves back).
+        prune: after publishing, delete the series' older checkpoints, keeping the two newest (the one a client
+            may still be downloading survives one more publication).
     """
     if attempt < 1 or step < 0:
         raise ValueError(f"attempt must be >= 1 and step >= 0, got attempt={attempt}, step={step}")
-    prefix = f"{job_id}/checkpoints/attempt-{attempt:06d}/step-{step:09d}"
+    prefix = _data_prefix(job_id, attempt, step, series)
     manifest = {}
     for name, data in files.items():
-        if "/" in name or name.startswith("."):
-            raise ValueError(f"checkpoint file name {name!r} must be a plain file name")
-        storage.write_bytes(f"{prefix}/{name}", data)
-        manifest[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    current = _read_pointer(storage, _pointer_key(job_id, attempt))
+        _check_name(name)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+            storage.write_bytes(f"{prefix}/{name}", data)
+            manifest[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        else:
+            size, sha = _sha256_file(Path(data))
+            storage.put_file(f"{prefix}/{name}", data)
+            manifest[name] = {"size": size, "sha256": sha}
+    current = _read_pointer(storage, _pointer_key(job_id, attempt, series))
     if current is not None and current.step > step:
         return None
     if fence is not None and not fence():
         return None
-    cp = Checkpoint(job_id, attempt, step, prefix, manifest, time.time())
-    storage.write_bytes(_pointer_key(job_id, attempt), json.dumps(cp.__dict__, sort_keys=True).encode())
+    cp = Checkpoint(job_id, attempt, step, prefix, manifest, time.time(), series)
+    storage.write_bytes(_pointer_key(job_id, attempt, series), json.dumps(cp.__dict__, sort_keys=True).encode())
+    if prune:
+        prune_checkpoints(storage, job_id, series, keep=2)
     return cp
 
 
@@ -244,9 +353,10 @@ def _read_pointer(storage: JobStorage, key: str) -> Checkpoint | None:
         return None
 
 
-def checkpoints(storage: JobStorage, job_id: str) -> Iterator[Checkpoint]:
-    """Each attempt's latest checkpoint, newest attempt first."""
-    keys = [k for k in storage.list(f"{job_id}/latest") if _POINTER_RE.search(k)]
+def checkpoints(storage: JobStorage, job_id: str, series: str = CHECKPOINTS) -> Iterator[Checkpoint]:
+    """Each attempt's latest checkpoint of ``series``, newest attempt first."""
+    keys = [k for k in storage.list(f"{_series_root(job_id, series)}/latest") if _POINTER_RE.search(k)]
+
     def attempt_of(key: str) -> int:
         m = _POINTER_RE.search(key)
         return int(m.group(1)) if m else -1
@@ -257,12 +367,45 @@ def checkpoints(storage: JobStorage, job_id: str) -> Iterator[Checkpoint]:
             yield cp
 
 
-def latest_checkpoint(storage: JobStorage, job_id: str, max_attempt: int | None = None) -> Checkpoint | None:
+def latest_checkpoint(storage: JobStorage, job_id: str, max_attempt: int | None = None,
+                      series: str = CHECKPOINTS) -> Checkpoint | None:
     """The checkpoint to resume from or serve: the highest attempt's pointer (at most ``max_attempt``)."""
-    for cp in checkpoints(storage, job_id):
+    for cp in checkpoints(storage, job_id, series):
         if max_attempt is None or cp.attempt <= max_attempt:
             return cp
     return None
+
+
+def prune_checkpoints(storage: JobStorage, job_id: str, series: str = CHECKPOINTS, keep: int = 2) -> list[str]:
+    """Delete old checkpoints of ``series``: keep the one the highest attempt's pointer names and the ``keep - 1``
+    newest below it (by attempt, then step); drop the rest, and the pointers of lower attempts left without data.
+    Folders newer than the pointer (a write in progress) are never touched. Returns the removed prefixes.
+
+    Call it only as an attempt that passed its fence.
+    """
+    top = next(checkpoints(storage, job_id, series), None)
+    if top is None:
+        return []
+    base = f"{job_id}/checkpoints" if series == CHECKPOINTS else _series_root(job_id, series)
+    found: list[tuple[int, int, str]] = []
+    for att_key in storage.list(base):
+        m = re.search(r"attempt-(\d+)$", att_key)
+        if m and int(m.group(1)) <= top.attempt:
+            for step_key in storage.list(att_key):
+                sm = re.search(r"step-(\d+)$", step_key)
+                if sm:
+                    found.append((int(m.group(1)), int(sm.group(1)), step_key))
+    below = sorted((f for f in found if (f[0], f[1]) < (top.attempt, top.step)), reverse=True)
+    kept_attempts = {top.attempt} | {a for a, _, _ in below[:keep - 1]}
+    removed = []
+    for _, _, key in below[keep - 1:]:
+        storage.remove(key)
+        removed.append(key)
+    for att in {a for a, _, _ in found} | {cp.attempt for cp in checkpoints(storage, job_id, series)}:
+        if att < top.attempt and att not in kept_attempts:
+            storage.remove(_pointer_key(job_id, att, series))
+            storage.remove(f"{base}/attempt-{att:06d}")
+    return removed
 
 
 def load_checkpoint(storage: JobStorage, cp: Checkpoint) -> dict[str, bytes]:
@@ -273,6 +416,20 @@ def load_checkpoint(storage: JobStorage, cp: Checkpoint) -> dict[str, bytes]:
         if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise OSError(f"checkpoint file {cp.prefix}/{name} does not match its manifest (damaged storage?)")
         out[name] = data
+    return out
+
+
+def fetch_checkpoint(storage: JobStorage, cp: Checkpoint, dest: str | Path) -> list[Path]:
+    """Copy the checkpoint's files into the local folder ``dest`` (names keep their sub-folders), each checked
+    against the manifest; returns the local paths."""
+    out = []
+    for name, meta in cp.files.items():
+        path = Path(dest) / name
+        storage.get_file(f"{cp.prefix}/{name}", path)
+        if (path.stat().st_size, _sha256_file(path)[1]) != (meta["size"], meta["sha256"]):
+            path.unlink(missing_ok=True)
+            raise OSError(f"checkpoint file {cp.prefix}/{name} does not match its manifest (damaged storage?)")
+        out.append(path)
     return out
 
 
@@ -328,6 +485,6 @@ def job_context(job_dir: str | Path, progress: Any = None) -> JobContext:
     return JobContext(open_storage(str(job_dir.parent)), job_dir.name, attempt, fence)
 
 
-__all__ = ["JobStorage", "open_storage", "Checkpoint", "publish_checkpoint", "latest_checkpoint",
-           "load_checkpoint", "checkpoints", "JobContext", "job_context", "set_job_context", "npz_bytes",
-           "npz_arrays"]
+__all__ = ["JobStorage", "open_storage", "Checkpoint", "CHECKPOINTS", "publish_checkpoint", "latest_checkpoint",
+           "load_checkpoint", "fetch_checkpoint", "prune_checkpoints", "checkpoints", "JobContext", "job_context",
+           "set_job_context", "npz_bytes", "npz_arrays"]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from splatworks.service.jobs import JobPaths, latest_result
+from splatworks.service.jobs import JobPaths, published_result, scene_file
 from splatworks.service.settings import ServiceSettings
 from splatworks.service.store import JobRecord, JobStore
 
@@ -75,9 +75,11 @@ def _files(settings: ServiceSettings, job: JobRecord, check_disk: bool) -> Files
     if not check_disk:
         has = job.latest_checkpoint is not None
         return Files(splat=f"{base}/scene.splat" if has else None, ply=f"{base}/cloud.ply" if has else None)
-    paths = JobPaths.of(settings.jobs_dir, job.job_id)
-    return Files(splat=f"{base}/scene.splat" if latest_result(paths, "splat") else None,
-                 ply=f"{base}/cloud.ply" if latest_result(paths, "ply") else None)
+
+    def has(kind: str) -> bool:  # published in the job storage (or, for older jobs, in the job folder)
+        return published_result(settings.storage_url, settings.jobs_dir, job.job_id, kind) is not None
+
+    return Files(splat=f"{base}/scene.splat" if has("splat") else None, ply=f"{base}/cloud.ply" if has("ply") else None)
 
 
 def job_status(settings: ServiceSettings, store: JobStore, job: JobRecord) -> JobStatus:
@@ -111,7 +113,9 @@ _camera_lock = threading.Lock()
 
 def start_camera(settings: ServiceSettings, job: JobRecord) -> dict[str, Any] | None:
     """The viewer's first camera from the job's SfM scene (cached per scene.json version); None before SfM."""
-    path = JobPaths.of(settings.jobs_dir, job.job_id).colmap / "scene.json"
+    path = scene_file(settings.storage_url, settings.jobs_dir, job.job_id)
+    if path is None:
+        return None
     try:
         mtime = path.stat().st_mtime
     except OSError:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import queue as queue_mod
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -40,7 +38,7 @@ from typing import Any
 
 from splatworks.config import option, to_dict, to_json
 from splatworks.errors import InputError, UserError
-from splatworks.progress import ProgressEvent, ProgressFn, emit
+from splatworks.progress import ProgressFn, emit
 from splatworks.scene.camera import Scene
 
 log = logging.getLogger("splatworks.sfm")
@@ -237,45 +235,11 @@ def _auto_matcher(names: list[str], exhaustive_max: int) -> str:
 
 def _run_worker(job: dict[str, Any], progress: ProgressFn | None, timeout: float, log_path: Path) -> dict[str, Any]:
     """Start the pycolmap worker, relay its progress, return its result or raise its error."""
+    from splatworks.sfm.process import run_in_worker
     from splatworks.sfm.worker import worker_main
 
-    ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=worker_main, args=(job, q), name="splatworks-sfm", daemon=True)
-    proc.start()
-    started = time.time()
-    stage = "sfm.extract"
-    try:
-        while True:
-            if timeout and time.time() - started > timeout:
-                raise UserError(f"SfM took longer than the {timeout:.0f} s limit (during {stage}); "
-                                "use fewer or smaller images, or raise --timeout-s")
-            try:
-                msg = q.get(timeout=0.5)
-            except queue_mod.Empty:
-                if proc.is_alive():
-                    continue
-                try:  # the last message may still be in flight
-                    msg = q.get(timeout=1.0)
-                except queue_mod.Empty:
-                    raise RuntimeError(f"pycolmap crashed during {stage} (worker exit code {proc.exitcode}); "
-                                       f"see {log_path} for COLMAP's log") from None
-            kind = msg[0]
-            if kind == "event":
-                _, stage, step, total, message = msg
-                if progress is not None:  # may raise Cancelled: the finally below stops the worker
-                    progress(ProgressEvent(stage=stage, step=step, total=total, message=message))
-            elif kind == "done":
-                return msg[1]
-            elif kind == "error":
-                if msg[1] == "user":
-                    raise UserError(msg[2])
-                raise RuntimeError(f"SfM failed during {stage}: {msg[2]}")
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(timeout=10)
-        q.close()
+    return run_in_worker(worker_main, job, name="splatworks-sfm", what="SfM", progress=progress, timeout=timeout,
+                         log_path=log_path)
 
 
 def preset(name: str, **overrides: Any) -> SfmConfig:

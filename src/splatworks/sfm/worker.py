@@ -18,7 +18,6 @@ import re
 import shutil
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,21 +32,10 @@ Send = Callable[..., None]
 
 
 def worker_main(job: dict[str, Any], queue: Any) -> None:
-    """Entry point of the worker process: run every stage, report through ``queue``."""
-    work = Path(job["work_dir"])
-    _redirect_native_logs(work / "colmap.log")
+    """Entry point of the worker process: run every stage, report through ``queue`` (``sfm.process``)."""
+    from splatworks.sfm.process import serve
 
-    def send(*msg: Any) -> None:
-        queue.put(msg)
-
-    try:
-        result = run_stages(job, send)
-        send("done", result)
-    except Exception as exc:  # noqa: BLE001 - everything becomes a message for the parent
-        from splatworks.errors import UserError
-
-        kind = "user" if isinstance(exc, UserError) else "internal"
-        send("error", kind, f"{exc}" if kind == "user" else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    serve(job, queue, run_stages)
 
 
 def _redirect_native_logs(path: Path) -> None:

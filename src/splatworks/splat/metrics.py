@@ -1,8 +1,8 @@
 """Image metrics and the photometric loss: PSNR, SSIM (Gaussian window 11, sigma 1.5, as in 3DGS), L1 + D-SSIM.
 
 Images are (C, H, W, 3) or (H, W, 3) float tensors in [0, 1] (channels last, as ``render`` returns them).
-SSIM uses a separable Gaussian window: two 1-D grouped convolutions over the five statistics stacked in one
-tensor (x, y, x^2, y^2, xy), so one SSIM costs two conv calls on any device.
+SSIM uses a separable Gaussian window over the five statistics stacked in one tensor (x, y, x^2, y^2, xy): two
+1-D convolutions when eager, shifted-slice sums that fuse into a few kernels under torch.compile.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
+def _window_weights(size: int, sigma: float) -> list[float]:
+    """The normalised 1-D Gaussian window as Python floats."""
+    g = [math.exp(-((k - (size - 1) / 2) ** 2) / (2 * sigma ** 2)) for k in range(size)]
+    return [v / sum(g) for v in g]
+
+
 @functools.lru_cache(maxsize=8)
 def _window_1d(size: int, sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -42,8 +48,17 @@ def _window_1d(size: int, sigma: float, device: str, dtype: torch.dtype) -> torc
 def _blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (B, Ch, H, W) with zero padding ('same' size, as 3DGS's conv2d SSIM).
 
-    The channels are folded into the batch so that both passes are plain single-filter convolutions.
+    Eager: two single-filter convolutions (channels folded into the batch). Under torch.compile: the same sums
+    written as shifted slices, which inductor fuses with the SSIM arithmetic around them into a few kernels
+    (a convolution would stay an opaque cuDNN call; measured in BENCHMARKS.md, ## Training).
     """
+    if torch.compiler.is_compiling():
+        return _blur_shifted(x, size, sigma)
+    return _blur_conv(x, size, sigma)
+
+
+def _blur_conv(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """The blur as two 1-D convolutions (fast eager on CPU and GPU)."""
     g = _window_1d(size, sigma, str(x.device), x.dtype).view(1, 1, 1, size)
     b, ch, h, w = x.shape
     x = F.conv2d(x.reshape(b * ch, 1, h, w), g, padding=(0, size // 2))
@@ -51,6 +66,17 @@ def _blur(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     # slower than its (1 x size) ones on large images (measured on H100, see BENCHMARKS.md).
     x = F.conv2d(x.transpose(-1, -2).contiguous(), g, padding=(0, size // 2))
     return x.transpose(-1, -2).reshape(b, ch, h, w)
+
+
+def _blur_shifted(x: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """The same blur as weighted sums of shifted slices (the weights are Python constants in a compiled graph)."""
+    weights = _window_weights(size, sigma)
+    pad = size // 2
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (pad, pad, 0, 0))
+    rows = sum(wk * xp[..., k:k + w] for k, wk in enumerate(weights))
+    rp = F.pad(rows, (0, 0, pad, pad))
+    return sum(wk * rp[..., k:k + h, :] for k, wk in enumerate(weights))  # type: ignore[return-value]
 
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -71,7 +97,12 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def photometric_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float = 0.2) -> torch.Tensor:
-    """3DGS's loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` averaged over the batch, a scalar."""
+    """3DGS's loss ``(1 - lambda) L1 + lambda (1 - SSIM)`` averaged over the batch, a scalar.
+
+    ``target`` is float in [0, 1], or uint8 in [0, 255] (converted here, so a compiled loss fuses the conversion).
+    """
+    if target.dtype == torch.uint8:
+        target = target.float() / 255.0
     l1 = (pred - target).abs().mean()
     if ssim_weight <= 0:
         return l1

@@ -10,8 +10,10 @@
 The loop is written for speed on the GPU: images live on the device as uint8, the step issues no host syncs
 (losses are read back only every ``log_every`` steps), gsplat renders unpacked (faster than packed for one
 camera per step), L1 + D-SSIM is fused by torch.compile on CUDA, and Adam updates only the Gaussians visible in
-the step's view (gsplat's fused SelectiveAdam) when ``visible_adam`` is on. Presets use 3DGS-MCMC with a
-300k-Gaussian budget (measured better than adaptive density control on lego; see BENCHMARKS.md).
+the step's view (gsplat's fused SelectiveAdam) when ``visible_adam`` is on, and 3DGS-MCMC's per-step position
+noise is fused the same way (``strategy.mcmc_noise``). Presets use 3DGS-MCMC with a
+Gaussian budget (330k for `default`, 300k for `fast`; measured better than adaptive density control on lego; see
+BENCHMARKS.md). Checkpoints are written on a background thread from a CPU snapshot and announced once complete.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class TrainConfig:
     coarse_iterations: int = option(0, "Train the first N iterations on images downscaled by --coarse-downscale "
                                     "(coarse-to-fine: cheap early steps while the Gaussians are placed).")
     coarse_downscale: float = option(2.0, "Image downscale factor of the coarse phase.")
-    compile_loss: bool = option(True, "On CUDA, fuse the loss (L1, SSIM, regularisers) with torch.compile; "
+    compile_loss: bool = option(True, "On CUDA, fuse L1 + SSIM (and the regularisers' gradients) with torch.compile; "
                                 "compiled once before training starts, eager if compiling fails.")
     packed: bool = option(False, "gsplat packed mode (less memory with many cameras per step; slower for one).")
     visible_adam: bool = option(True, "Adam updates only the Gaussians visible in the step (gsplat, CUDA).")
@@ -105,7 +107,8 @@ class TrainConfig:
 MCMC = {"strategy": "mcmc", "cap_max": 300_000, "init_opacity": 0.5, "init_scale": 0.1, "opacity_reg": 0.01,
         "scale_reg": 0.01}
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {**MCMC, "refine_stop": 25_000},
+    # 330k: measured on lego (BENCHMARKS.md, ## Training): 37.46 dB in 140 s (300k: 37.38 dB, 350k: 37.50 dB in 153 s).
+    "default": {**MCMC, "cap_max": 330_000, "refine_stop": 25_000},
     "fast": {**MCMC, "iterations": 7_000, "checkpoint_steps": (7_000,), "refine_stop": 5_500,
              "sh_degree_interval": 500},
     "adc": {},  # the original 3DGS recipe (adaptive density control, opacity resets), for comparison
@@ -171,6 +174,31 @@ def make_optimizers(params: torch.nn.ParameterDict, config: TrainConfig, extent:
     return opts
 
 
+@torch.no_grad()
+def selective_adam_step(optimizers: dict[str, torch.optim.Optimizer], visible: torch.Tensor) -> None:
+    """``SelectiveAdam.step(visible)`` then ``zero_grad`` for every tensor, without the per-call hooks of
+    ``torch.optim`` (six optimisers per step; their Python wrappers cost more host time than the kernels).
+
+    The same update as gsplat 1.5.3's SelectiveAdam: its fused kernel, on rows where ``visible`` (N,) is True.
+    """
+    from gsplat.cuda._wrapper import adam
+
+    for opt in optimizers.values():
+        group = opt.param_groups[0]
+        param = group["params"][0]
+        if param.grad is None:
+            continue
+        state = opt.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        beta1, beta2 = group["betas"]
+        adam(param, param.grad, state["exp_avg"], state["exp_avg_sq"], visible, group["lr"], beta1, beta2,
+             group["eps"])
+        param.grad = None
+
+
 def cameras_json(scene: Scene) -> list[dict[str, Any]]:
     """3DGS's cameras.json: camera-to-world position and rotation (OpenCV axes), focal lengths in pixels."""
     out = []
@@ -224,19 +252,82 @@ def _set_rng_state(state: dict[str, Any], order_gen: torch.Generator) -> None:
     order_gen.set_state(state["order"])
 
 
+def _to_cpu(obj: Any) -> Any:
+    """A copy of ``obj`` (nested dicts/lists/tuples) with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def snapshot_state(iteration: int, params: torch.nn.ParameterDict, optimizers: dict[str, torch.optim.Optimizer],
+                   densifier: Densifier, order_gen: torch.Generator, order: list[int], config: TrainConfig,
+                   elapsed: float) -> dict[str, Any]:
+    """Everything a checkpoint holds, copied to the CPU (training may go on changing the originals)."""
+    return _to_cpu({"iteration": iteration, "params": {k: v for k, v in params.items()},
+                    "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                    "densifier": densifier.state_dict(), "rng": _rng_state(order_gen), "order": list(order),
+                    "config": to_dict(config), "elapsed": elapsed})
+
+
+def write_snapshot(out_dir: Path, snapshot: dict[str, Any], save_splat: bool = True) -> Path:
+    """Write ``point_cloud/iteration_N`` (point_cloud.ply, scene.splat, trainer_state.pt) atomically."""
+    def write(folder: Path) -> None:
+        sio.write_ply(folder / "point_cloud.ply", snapshot["params"])
+        if save_splat:
+            sio.write_splat(folder / "scene.splat", snapshot["params"])
+        torch.save(snapshot, folder / STATE_FILE)
+
+    return sio.write_checkpoint(out_dir, int(snapshot["iteration"]), write)
+
+
 def save_checkpoint(out_dir: Path, iteration: int, params: torch.nn.ParameterDict,
                     optimizers: dict[str, torch.optim.Optimizer], densifier: Densifier, order_gen: torch.Generator,
                     order: list[int], config: TrainConfig, elapsed: float) -> Path:
-    def write(folder: Path) -> None:
-        sio.write_ply(folder / "point_cloud.ply", params)
-        if config.save_splat:
-            sio.write_splat(folder / "scene.splat", params)
-        torch.save({"iteration": iteration, "params": {k: v.detach() for k, v in params.items()},
-                    "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                    "densifier": densifier.state_dict(), "rng": _rng_state(order_gen), "order": list(order),
-                    "config": to_dict(config), "elapsed": elapsed}, folder / STATE_FILE)
+    """Write a checkpoint now (blocking)."""
+    snap = snapshot_state(iteration, params, optimizers, densifier, order_gen, order, config, elapsed)
+    return write_snapshot(out_dir, snap, config.save_splat)
 
-    return sio.write_checkpoint(out_dir, iteration, write)
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, one at a time, while training goes on.
+
+    ``submit`` takes a CPU snapshot (the only part the loop waits for) and first waits for the previous write;
+    ``finished()`` returns the folder of a write that completed since the last call (then the caller announces
+    it: a checkpoint is reported only once its folder is complete); ``wait()`` blocks for the write in flight.
+    Writing 300k Gaussians (.ply, .splat, trainer state) took 0.5-1 s per checkpoint inside the timed loop.
+    """
+
+    def __init__(self, out_dir: Path, save_splat: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out_dir, self.save_splat = out_dir, save_splat
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._future: Any = None
+
+    def submit(self, snapshot: dict[str, Any]) -> Path | None:
+        done = self.wait()
+        self._future = self._pool.submit(write_snapshot, self.out_dir, snapshot, self.save_splat)
+        return done
+
+    def finished(self) -> Path | None:
+        if self._future is not None and self._future.done():
+            return self.wait()
+        return None
+
+    def wait(self) -> Path | None:
+        """The folder of the write in flight once it is complete (re-raises its error), or None."""
+        fut, self._future = self._future, None
+        return fut.result() if fut is not None else None
+
+    def close(self) -> Path | None:
+        try:
+            return self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def load_state(folder: Path, device: torch.device) -> dict[str, Any] | None:
@@ -304,13 +395,22 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
         log.info("resuming from iteration %d", start)
 
     ckpt_steps = checkpoint_steps(config)
-    _warm_up(params, train_views, config, bg)
+    _warm_up(params, train_views, config, bg, densifier)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     t_log, step_log = t0, start
     last_ckpt: Path | None = None
+    writer = CheckpointWriter(out_dir, config.save_splat)
+
+    def announce(folder: Path | None) -> None:
+        nonlocal last_ckpt
+        if folder is not None:
+            last_ckpt = folder
+            emit(progress, "training", int(folder.name.rsplit("_", 1)[-1]), config.iterations,
+                 f"checkpoint {folder.name}", checkpoint=str(folder), metrics={"num_gaussians": len(params["means"])})
+
     try:
         for step in range(start, config.iterations):
             if not order:  # a new pass over the training images, in random order (3DGS)
@@ -329,14 +429,15 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
                 metrics = {"loss": float(loss), "psnr": cur_psnr, "num_gaussians": len(params["means"]),
                            "it_per_s": (iteration - step_log) / max(now - t_log, 1e-9)}
                 t_log, step_log = now, iteration
+                announce(writer.finished())
                 emit(progress, "training", iteration, config.iterations, metrics=metrics)
             if iteration in ckpt_steps:
                 elapsed = elapsed_before + time.perf_counter() - t0
-                last_ckpt = save_checkpoint(out_dir, iteration, params, optimizers, densifier, order_gen, order,
-                                            config, elapsed)
-                emit(progress, "training", iteration, config.iterations, f"checkpoint {last_ckpt.name}",
-                     checkpoint=str(last_ckpt), metrics={"num_gaussians": len(params["means"])})
+                announce(writer.submit(snapshot_state(iteration, params, optimizers, densifier, order_gen, order,
+                                                      config, elapsed)))
+        announce(writer.close())  # the last checkpoint is complete before the clock stops
     except torch.OutOfMemoryError as exc:
+        writer.close()
         raise UserError(
             f"the GPU ran out of memory with {len(params['means'])} Gaussians at "
             f"{train_views.sizes[0][0]}x{train_views.sizes[0][1]} pixels; lower the image size "
@@ -344,6 +445,10 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
             "--grow-grad2d)") from exc
     except Cancelled:
         log.info("training cancelled at iteration %d", step + 1)
+        announce(writer.close())  # a checkpoint already being written is finished, never left half-written
+        raise
+    except BaseException:
+        writer.close()
         raise
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -382,20 +487,20 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     mode = "RGB+D" if any(getattr(e, "needs_depth", False) for e in extra_losses or ()) else "RGB"
     out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg, mode=mode,
                  backend=config.backend, packed=config.packed, absgrad=config.absgrad)  # type: ignore[arg-type]
-    gt = views.target(idx)
-    loss = _LOSS["fn"](out.colors, gt, params["opacities"], params["scales"], config.ssim_weight,
-                       config.opacity_reg, config.scale_reg)
+    # The regularisers' gradients are added after backward (same maths as loss_terms, one fused kernel on CUDA);
+    # the loss reported is the photometric one plus the extra losses.
+    loss = _LOSS["photometric"](out.colors, views.images[idx][None], config.ssim_weight)  # uint8 target
     for extra in extra_losses or ():
         loss = loss + extra(step + 1, idx, out, params)
     densifier.before_backward(step, out)
     loss.backward()
-    visible = out.info.visible(len(params["means"])) if config.visible_adam and bg.is_cuda else None
-    for opt in optimizers.values():
-        if visible is not None:
-            opt.step(visible)  # type: ignore[call-arg]
-        else:
+    add_regulariser_grads(params, config.opacity_reg, config.scale_reg)
+    if config.visible_adam and bg.is_cuda:
+        selective_adam_step(optimizers, out.info.visible(len(params["means"])))
+    else:
+        for opt in optimizers.values():
             opt.step()
-        opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
     densifier.after_step(step, out, lr)
     return loss.detach(), out
 
@@ -403,7 +508,7 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
 def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, scales: torch.Tensor,
                ssim_weight: float, opacity_reg: float, scale_reg: float) -> torch.Tensor:
     """The training loss: (1 - w) L1 + w (1 - SSIM) + opacity_reg mean(sigmoid(o)) + scale_reg mean(exp(s))."""
-    loss = _LOSS["photometric"](pred, gt, ssim_weight)
+    loss = photometric_loss(pred, gt, ssim_weight)
     if opacity_reg > 0:
         loss = loss + opacity_reg * torch.sigmoid(opacities).mean()
     if scale_reg > 0:
@@ -411,37 +516,69 @@ def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, sc
     return loss
 
 
-# The loss the loop calls: L1 + D-SSIM eager, or torch.compile'd for the image size once _warm_up compiled it
-# (CUDA only; the image shape is fixed, so it compiles once; the Gaussian-count terms stay eager).
-_LOSS: dict[str, Callable[..., torch.Tensor]] = {"fn": loss_terms, "photometric": photometric_loss}
+def _regulariser_grads(opacity_grad: torch.Tensor, opacity_logits: torch.Tensor, scale_grad: torch.Tensor,
+                       log_scales: torch.Tensor, opacity_reg: float, scale_reg: float) -> None:
+    """Add d/dparams of ``opacity_reg mean(sigmoid(o)) + scale_reg mean(exp(s))`` to the gradients, in place."""
+    sig = torch.sigmoid(opacity_logits)
+    opacity_grad.add_(sig * (1 - sig) * (opacity_reg / opacity_logits.numel()))
+    scale_grad.add_(torch.exp(log_scales) * (scale_reg / log_scales.numel()))
 
 
-def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, bg: torch.Tensor) -> None:
-    """Compile gsplat's kernels, cuDNN plans and (optionally) the fused loss before the clock starts.
+@torch.no_grad()
+def add_regulariser_grads(params: torch.nn.ParameterDict, opacity_reg: float, scale_reg: float) -> None:
+    """After ``backward``: the gradients of loss_terms' regularisers, so the step equals backward of loss_terms.
+
+    Done outside autograd because it is a dozen tiny launches there and one fused kernel here; plain tensors are
+    passed because torch.compile keeps a Parameter's size static (a recompile per Gaussian count).
+    """
+    if opacity_reg <= 0 and scale_reg <= 0:
+        return
+    o, s = params["opacities"], params["scales"]
+    if o.grad is None or s.grad is None:
+        return
+    _LOSS["regularisers"](o.grad, o.detach(), s.grad, s.detach(), opacity_reg, scale_reg)
+
+
+# L1 + D-SSIM and the regularisers' gradients as the loop calls them: eager, or compiled by _warm_up (CUDA only,
+# before the clock starts; the image size is fixed per run and the Gaussian count is a dynamic size).
+_LOSS: dict[str, Callable[..., Any]] = {"photometric": photometric_loss, "regularisers": _regulariser_grads}
+
+
+def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, bg: torch.Tensor,
+             densifier: Densifier) -> None:
+    """Compile gsplat's kernels, cuDNN plans, the fused loss and the fused MCMC noise before the clock starts.
 
     Runs on a detached copy of a few Gaussians: nothing of the model or the optimisers changes.
     """
-    _LOSS["fn"], _LOSS["photometric"] = loss_terms, photometric_loss
+    _LOSS.update(photometric=photometric_loss, regularisers=_regulariser_grads)
     if not bg.is_cuda:
         return
     small = {k: v.detach()[:1000].clone().requires_grad_(True) for k, v in params.items()}
     w, h = views.sizes[0]
 
-    def once(fn: Callable[..., torch.Tensor]) -> None:
-        out = render(small, views.viewmats[:1], views.Ks[:1], w, h, config.sh_degree, bg, backend=config.backend,
+    def once(n: int = 1000) -> None:
+        part = {k: v[:n] for k, v in small.items()}
+        out = render(part, views.viewmats[:1], views.Ks[:1], w, h, config.sh_degree, bg, backend=config.backend,
                      packed=config.packed)
-        fn(out.colors, views.target(0), small["opacities"], small["scales"], config.ssim_weight,
-           config.opacity_reg, config.scale_reg).backward()
+        _LOSS["photometric"](out.colors, views.images[0][None], config.ssim_weight).backward()  # as in the loop
+        fake = {"opacities": small["opacities"][:n].detach().clone(), "scales": small["scales"][:n].detach().clone()}
+        for v in fake.values():
+            v.grad = torch.zeros_like(v)
+        add_regulariser_grads(fake, 0.01, 0.01)  # type: ignore[arg-type]
+        for v in small.values():
+            v.grad = None
 
-    once(loss_terms)
+    once()
     if config.compile_loss:
         try:
             _LOSS["photometric"] = torch.compile(photometric_loss, dynamic=False)
-            for _ in range(2):
-                once(loss_terms)
-        except Exception as exc:  # no Triton / compiler on this machine: the eager loss is the same maths
-            _LOSS["photometric"] = photometric_loss
+            _LOSS["regularisers"] = torch.compile(_regulariser_grads, dynamic=True)
+            for n in (1000, 500, 1000):  # two counts: the regulariser kernel must not specialise on one
+                once(n)
+        except Exception as exc:  # no Triton / compiler on this machine: the eager maths is the same
+            _LOSS.update(photometric=photometric_loss, regularisers=_regulariser_grads)
             log.warning("torch.compile of the loss failed (%s); using the eager loss", exc)
+    densifier.warm_up(small)
     torch.cuda.synchronize()
 
 

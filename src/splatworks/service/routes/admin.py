@@ -32,9 +32,13 @@ async def health(request: Request) -> dict[str, Any]:
              summary="Import job folders found in data/jobs that the database does not know")
 async def admin_reimport(request: Request) -> dict[str, Any]:
     settings, store = settings_of(request), store_of(request)
-    imported = await run_in_threadpool(reimport_all, settings, store)
+    problems: list[tuple[str, str]] = []
+    imported = await run_in_threadpool(reimport_all, settings, store, problems)
     executor_of(request).wake()
-    return {"imported": [{"job_id": j, "pub_key": p} for j, p in imported]}
+    out: dict[str, Any] = {"imported": [{"job_id": j, "pub_key": p} for j, p in imported]}
+    if problems:  # unreadable folders: reported, not imported
+        out["not_imported"] = [{"folder": f, "error": why} for f, why in problems]
+    return out
 
 
 @router.get("/recon/admin/jobs", dependencies=[Depends(require_admin)], summary="All jobs (admin)")

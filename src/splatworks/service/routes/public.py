@@ -7,8 +7,9 @@ from typing import Any, Iterator
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from splatworks.service.jobs import JobPaths, latest_result
+from splatworks.service.jobs import published_result
 from splatworks.service.routes import pub_job_or_404, settings_of, store_of
 from splatworks.service.routes.jobs import SSE_HEADERS, sse_stream
 from splatworks.service.store import JobRecord
@@ -45,53 +46,61 @@ async def viewer_page(pub_key: str, request: Request) -> HTMLResponse:
 @router.get("/recon/pub/{pub_key}/info", response_model=PublicInfo, summary="Public state of a reconstruction")
 async def info(pub_key: str, request: Request) -> PublicInfo:
     settings = settings_of(request)
-    return public_info(settings, pub_job_or_404(store_of(request), pub_key))
+    job = pub_job_or_404(store_of(request), pub_key)
+    return await run_in_threadpool(public_info, settings, job)  # may read the job storage (a bucket)
 
 
-def _stream_open_file(fd: int, size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """Stream an already-open file: a checkpoint folder replaced meanwhile cannot cut the download short."""
+def _stream_open_file(f: Any, size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Stream an already-open file (a file object, or an OS file descriptor as routes/dynamic.py passes): a
+    checkpoint replaced meanwhile cannot cut the download short."""
+    read = (lambda n: os.read(f, n)) if isinstance(f, int) else f.read
     try:
         left = size
         while left > 0:
-            data = os.read(fd, min(chunk, left))
+            data = read(min(chunk, left))
             if not data:
                 break
             left -= len(data)
             yield data
     finally:
-        os.close(fd)
+        if isinstance(f, int):
+            os.close(f)
+        else:
+            f.close()
 
 
 def _serve_result(request: Request, pub_key: str, kind: str, media_type: str, filename: str) -> StreamingResponse:
+    """The newest published result, from the job storage (shared folder or bucket; see jobs.published_result)."""
     settings = settings_of(request)
     job = pub_job_or_404(store_of(request), pub_key)
-    paths = JobPaths.of(settings.jobs_dir, job.job_id)
-    for _ in range(3):  # the trainer may swap folders between finding and opening the file: look again
-        found = latest_result(paths, kind)
+    for _ in range(3):  # a newer checkpoint may replace this one between finding and opening it: look again
+        found = published_result(settings.storage_url, settings.jobs_dir, job.job_id, kind)
         if found is None:
             break
-        iteration, path = found
         try:
-            fd = os.open(path, os.O_RDONLY)
+            f, size = found.open()
         except FileNotFoundError:
             continue
-        size = os.fstat(fd).st_size
-        headers = {"Content-Length": str(size), "Cache-Control": "no-store", "X-Splatworks-Iteration": str(iteration),
+        headers = {"Content-Length": str(size), "Cache-Control": "no-store",
+                   "X-Splatworks-Iteration": str(found.iteration),
                    "Content-Disposition": f'attachment; filename="{filename}"'}
-        return StreamingResponse(_stream_open_file(fd, size), media_type=media_type, headers=headers)
-    detail = ("the job failed before publishing a result: " + (job.error or "see its status")) if job.status == "ERROR" \
-        else "no result yet: the first one is published at the first training checkpoint; try again later"
+        return StreamingResponse(_stream_open_file(f, size), media_type=media_type, headers=headers)
+    if job.status == "ERROR":
+        detail = "the job failed before publishing a result: " + (job.error or "see its status")
+    else:
+        detail = "no result yet: the first one is published at the first training checkpoint; try again later"
     raise HTTPException(404, detail)
 
 
 @router.get("/recon/pub/{pub_key}/cloud.ply", summary="Latest complete result as 3DGS .ply")
 async def cloud_ply(pub_key: str, request: Request) -> StreamingResponse:
-    return _serve_result(request, pub_key, "ply", "application/octet-stream", "cloud.ply")
+    return await run_in_threadpool(_serve_result, request, pub_key, "ply", "application/octet-stream", "cloud.ply")
 
 
 @router.get("/recon/pub/{pub_key}/scene.splat", summary="Latest complete result as .splat")
 async def scene_splat(pub_key: str, request: Request) -> StreamingResponse:
-    return _serve_result(request, pub_key, "splat", "application/octet-stream", "scene.splat")
+    return await run_in_threadpool(_serve_result, request, pub_key, "splat", "application/octet-stream",
+                                   "scene.splat")
 
 
 @router.get("/recon/pub/{pub_key}/events", summary="Live public state as server-sent events",
