@@ -250,6 +250,11 @@ def test_static_job_with_s3_storage(s3_env, cluster, tmp_path):
         info = client.get(f"/recon/pub/{pub_key}/info").json()
     assert info["files"]["ply"] and info["files"]["splat"] and info["latest_checkpoint"] == 8
     assert info["start_camera"], "the viewer's first camera comes from the SfM scene published in the bucket"
+    # Deleting the job deletes its objects in the bucket too (its upload, stage outputs and checkpoints).
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.delete(f"/recon/jobs/{job_id}").json()["deleted"] is True
+        assert client.get(f"/recon/pub/{pub_key}/scene.splat").status_code == 404
+    assert not storage.exists(f"{job_id}/upload.manifest.json") and not storage.list(f"{job_id}/checkpoints")
 
 
 def test_duplicate_task_and_stale_attempt_are_harmless(pg, tmp_path):

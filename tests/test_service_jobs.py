@@ -104,13 +104,12 @@ def test_jobs_run_in_order_at_most_n_and_finish(server: ServerProcess, photos: d
     cancelled = client.post(f"/recon/jobs/{jobs['cancel']['job_id']}/cancel").json()
     assert cancelled["status"] == "ERROR" and cancelled["cancelled"] and "cancelled" in cancelled["error"]
 
-    max_running, seen_progress = 0, False
+    max_running = 0
     deadline = time.monotonic() + 540
     while True:
         st = {n: client.get(f"/recon/jobs/{j['job_id']}/status").json() for n, j in jobs.items()}
         running = [n for n, s in st.items() if s["status"] == "RUNNING"]
         max_running = max(max_running, len(running))
-        seen_progress |= any(s["stage"] == "training" and s["iteration"] for s in st.values())
         if all(s["status"] in ("DONE", "ERROR") for s in st.values()):
             break
         assert time.monotonic() < deadline, {n: (s["status"], s["log_tail"][-3:]) for n, s in st.items()}
@@ -173,7 +172,11 @@ def test_jobs_run_in_order_at_most_n_and_finish(server: ServerProcess, photos: d
     d = server.data_dir / "jobs" / jobs["images"]["job_id"]
     for part in ("upload", "colmap", "work", "gs_output/point_cloud/iteration_6", "run.log", "job.json"):
         assert (d / part).exists(), part
-    assert seen_progress, "no status poll ever saw a training iteration"
+    # Training reported its progress through the job (6 tiny iterations can finish between two polls on an idle
+    # machine, so a poll seeing "training, iteration k" is asserted in the restart test below, whose run is long).
+    run_log = (d / "run.log").read_text()
+    for line in ("training 6 iterations", "checkpoint iteration_2", "checkpoint iteration_4", "done: iteration 6"):
+        assert line in run_log, (line, run_log[-800:])
     client.close()
 
 

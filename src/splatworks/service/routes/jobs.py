@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from splatworks.config import to_dict
 from splatworks.pipeline.static import StaticJobConfig
 from splatworks.service.auth import owner_hash, require_api_token
-from splatworks.service.jobs import JobPaths, new_id, write_json_atomic
+from splatworks.service.jobs import JobPaths, job_storage, new_id, write_json_atomic
 from splatworks.service.limits import check_upload, receive_upload
 from splatworks.service.routes import (executor_of, job_or_404, refusing_upload, run_upload_check,
                                        settings_of, store_of)
@@ -125,6 +125,9 @@ async def delete_job(job_id: str, request: Request) -> dict[str, Any]:
         executor.cancel(job_id, wait=settings.cancel_grace_seconds)
         store.delete(job_id)  # the row first: a half-deleted folder is never served
         shutil.rmtree(JobPaths.of(settings.jobs_dir, job_id).root, ignore_errors=True)
+        # Published checkpoints and stage outputs (a bucket with --storage-url s3://...; on local disk the same
+        # folder, already gone).
+        job_storage(settings.storage_url, settings.jobs_dir).remove(job_id)
 
     await run_in_threadpool(do)
     log.info("job deleted", extra={"job_id": job_id, "status": job.status})
