@@ -56,22 +56,10 @@ def lego_views(data: Path):
 def on_object_fraction(points: np.ndarray, data: Path) -> float:
     """Fraction of points that project inside lego's alpha silhouette (dilated 3 px) in all 100 training views:
     a point off the object's surface falls outside some silhouette (a quality check, lego has alpha)."""
-    from scipy.ndimage import binary_dilation
-
     from splatworks.scene.io import load_any
+    from splatworks.sfm.quality import fraction_inside_silhouettes
 
-    scene = load_any(data)
-    inside = np.ones(len(points), dtype=bool)
-    for cam in scene.cameras:
-        alpha = np.asarray(PIL.Image.open(scene.image_path(cam)).convert("RGBA"))[..., 3] > 127
-        mask = binary_dilation(alpha, iterations=3)
-        uv, z = cam.project(points)
-        u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-        seen = (z > 0) & (u >= 0) & (v >= 0) & (u < cam.width) & (v < cam.height)
-        hit = np.zeros(len(points), dtype=bool)
-        hit[seen] = mask[v[seen], u[seen]]
-        inside &= hit | ~seen
-    return float(inside.mean()) if len(points) else float("nan")
+    return fraction_inside_silhouettes(points, load_any(data))
 
 
 def prepare(data: Path, out: Path, work: Path | None) -> dict:

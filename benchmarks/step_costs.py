@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def loss_only(n: int = 100) -> float:
         pred = views.target(0).clone().requires_grad_(True)
-        gt = views.target(1)
+        gt = views.images[1][None]  # uint8, as the training loop passes it
 
         def once() -> None:
-            trainer._LOSS["photometric"](pred, views.images[1][None], 0.2).backward()
+            trainer._LOSS["photometric"](pred, gt, 0.2).backward()
 
         for _ in range(5):
             once()

@@ -77,19 +77,13 @@ class JobStorage:
         if self.fs is not None:
             self.fs.pipe_file(path, data)  # one PUT: S3 makes an object visible only once it is complete
             return
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        try:
+        def fill(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())  # the data is on disk (and on the NFS server) before the rename publishes it
-            os.replace(tmp, p)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(p.parent)
+
+        _replace_atomically(Path(path), fill)
 
     def put_file(self, key: str, src: str | Path) -> None:
         """Copy a local file to ``key`` atomically (a hard link when the storage shares its filesystem)."""
@@ -97,19 +91,13 @@ class JobStorage:
         if self.fs is not None:
             self.fs.put_file(str(src), path)  # one PUT (or a multipart upload completed at the end): atomic
             return
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        try:
+        def fill(tmp: Path) -> None:
             try:
                 os.link(src, tmp)  # same filesystem: no bytes copied (the writer never modifies a file in place)
             except OSError:
                 _copy_synced(Path(src), tmp)
-            os.replace(tmp, p)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(p.parent)
+
+        _replace_atomically(Path(path), fill)
 
     def get_file(self, key: str, dest: str | Path) -> None:
         """Copy ``key`` to the local file ``dest`` (atomically; parent folders are made)."""
@@ -190,6 +178,20 @@ class JobStorage:
                             f"{exc}); mount the shared folder here, or check the bucket's credentials") from exc
         if not ok:
             raise UserError(f"job storage {self.url} returned different bytes than were written")
+
+
+def _replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    """``fill(tmp)`` writes a temporary file next to ``path``, which then replaces ``path`` in one rename (the
+    folder entry synced too); on any error the temporary file is removed and ``path`` is untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        fill(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _copy_synced(src: Path, dst: Path) -> None:

@@ -278,22 +278,9 @@ def triangulate_stages(job: dict[str, Any], send: Any) -> dict[str, Any]:
                                                           progress=lambda k, n: send("event", "sfm.match", k, n, ""))}
         matcher = f"epipolar-guided ({len(pair_list)} pairs)"
     else:
-        mopts = pycolmap.FeatureMatchingOptions()
-        mopts.num_threads = threads
-        mopts.guided_matching = bool(sfm["guided_matching"])
-        verify = pycolmap.TwoViewGeometryOptions()
-        verify.min_num_inliers = int(sfm["min_num_inliers"])
-        verify.ransac.max_error = float(sfm["max_error"])
-        verify.ransac.random_seed = int(sfm["seed"])
-        with LogProgress(work / "colmap.log", "sfm.match", send):
-            if matcher == "sequential":
-                pairing = pycolmap.SequentialPairingOptions()
-                pairing.overlap = int(sfm["sequential_overlap"])
-                pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
-                                          verification_options=verify, device=pycolmap.Device.cpu)
-            else:
-                pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
-                                          device=pycolmap.Device.cpu)
+        from splatworks.sfm.worker import match_database
+
+        match_database(pycolmap, db_path, sfm, matcher, threads, work, send)
         pairs = {"ransac": _count_verified(pycolmap, db_path, int(sfm["min_num_inliers"]))}
     seconds["match"] = time.time() - t0
     used = next(iter(pairs.values()))

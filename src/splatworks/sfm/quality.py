@@ -194,3 +194,24 @@ def quality_report(estimated: Scene, ground_truth: dict[str, np.ndarray] | Scene
     if math.isnan(out["mean_rotation_error_correct_deg"]):
         out["mean_rotation_error_correct_deg"] = None
     return out
+
+
+def fraction_inside_silhouettes(points: np.ndarray, scene: Scene, dilation: int = 3) -> float:
+    """Fraction of (P, 3) world points that project inside every camera's alpha silhouette (dilated by
+    ``dilation`` pixels) wherever they are in view: a point off the object's surface falls outside some
+    silhouette. For scenes whose images have alpha (NeRF-synthetic); NaN for no points."""
+    import PIL.Image
+    from scipy.ndimage import binary_dilation
+
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    inside = np.ones(len(points), dtype=bool)
+    for cam in scene.cameras:
+        alpha = np.asarray(PIL.Image.open(scene.image_path(cam)).convert("RGBA"))[..., 3] > 127
+        mask = binary_dilation(alpha, iterations=dilation) if dilation > 0 else alpha
+        uv, z = cam.project(points)
+        u, v = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+        seen = (z > 0) & (u >= 0) & (v >= 0) & (u < cam.width) & (v < cam.height)
+        hit = np.zeros(len(points), dtype=bool)
+        hit[seen] = mask[v[seen], u[seen]]
+        inside &= hit | ~seen
+    return float(inside.mean()) if len(points) else float("nan")

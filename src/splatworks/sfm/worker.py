@@ -31,6 +31,31 @@ log = logging.getLogger("splatworks.sfm")
 Send = Callable[..., None]
 
 
+def match_database(pycolmap: Any, db_path: str | Path, cfg: dict[str, Any], matcher: str, threads: int, work: Path,
+                   send: Send, relative_pose: bool = False) -> None:
+    """COLMAP's matcher (``exhaustive`` or ``sequential``) plus RANSAC verification over the database's features.
+
+    ``cfg`` holds the SfmConfig fields guided_matching, min_num_inliers, max_error, seed, sequential_overlap.
+    """
+    mopts = pycolmap.FeatureMatchingOptions()
+    mopts.num_threads = threads
+    mopts.guided_matching = bool(cfg["guided_matching"])
+    verify = pycolmap.TwoViewGeometryOptions()
+    verify.min_num_inliers = int(cfg["min_num_inliers"])
+    verify.compute_relative_pose = relative_pose
+    verify.ransac.max_error = float(cfg["max_error"])
+    verify.ransac.random_seed = int(cfg["seed"])
+    with LogProgress(work / "colmap.log", "sfm.match", send):
+        if matcher == "sequential":
+            pairing = pycolmap.SequentialPairingOptions()
+            pairing.overlap = int(cfg["sequential_overlap"])
+            pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
+                                      verification_options=verify, device=pycolmap.Device.cpu)
+        else:
+            pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
+                                      device=pycolmap.Device.cpu)
+
+
 def worker_main(job: dict[str, Any], queue: Any) -> None:
     """Entry point of the worker process: run every stage, report through ``queue`` (``sfm.process``)."""
     from splatworks.sfm.process import serve
@@ -133,23 +158,8 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     t0 = time.time()
     matcher = job["matcher"]
     send("event", "sfm.match", 0, 0, f"{matcher} matching")
-    mopts = pycolmap.FeatureMatchingOptions()
-    mopts.num_threads = threads
-    mopts.guided_matching = bool(cfg["guided_matching"])
-    verify = pycolmap.TwoViewGeometryOptions()
-    verify.min_num_inliers = int(cfg["min_num_inliers"])
-    verify.compute_relative_pose = True  # the pose check compares the model against these
-    verify.ransac.max_error = float(cfg["max_error"])
-    verify.ransac.random_seed = int(cfg["seed"])
-    with LogProgress(work / "colmap.log", "sfm.match", send):
-        if matcher == "sequential":
-            pairing = pycolmap.SequentialPairingOptions()
-            pairing.overlap = int(cfg["sequential_overlap"])
-            pycolmap.match_sequential(db_path, matching_options=mopts, pairing_options=pairing,
-                                      verification_options=verify, device=pycolmap.Device.cpu)
-        else:
-            pycolmap.match_exhaustive(db_path, matching_options=mopts, verification_options=verify,
-                                      device=pycolmap.Device.cpu)
+    # the pose check compares the model against the pairs' relative poses
+    match_database(pycolmap, db_path, cfg, matcher, threads, work, send, relative_pose=True)
     seconds["match"] = time.time() - t0
     send("event", "sfm.match", 1, 1, f"matched in {seconds['match']:.1f} s")  # 1 of 1: stage done
 

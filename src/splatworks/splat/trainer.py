@@ -284,14 +284,6 @@ def write_snapshot(out_dir: Path, snapshot: dict[str, Any], save_splat: bool = T
     return sio.write_checkpoint(out_dir, int(snapshot["iteration"]), write)
 
 
-def save_checkpoint(out_dir: Path, iteration: int, params: torch.nn.ParameterDict,
-                    optimizers: dict[str, torch.optim.Optimizer], densifier: Densifier, order_gen: torch.Generator,
-                    order: list[int], config: TrainConfig, elapsed: float) -> Path:
-    """Write a checkpoint now (blocking)."""
-    snap = snapshot_state(iteration, params, optimizers, densifier, order_gen, order, config, elapsed)
-    return write_snapshot(out_dir, snap, config.save_splat)
-
-
 class CheckpointWriter:
     """Writes checkpoints on a background thread, one at a time, while training goes on.
 
