@@ -81,6 +81,9 @@ class SequentialConfig:
     freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
                                   "pixel in at least this fraction of the training views that see it (a background "
                                   "Gaussian hidden behind a person in one view stays frozen); 0 = in any view.")
+    crop_to_dynamic: bool = option(True, "Speed: with the static layer frozen, render each training view only "
+                                   "around its dynamic pixels (their bounding box grown by crop_margin).")
+    crop_margin: int = option(32, "Pixels by which the dynamic bounding box grows for crop_to_dynamic.")
     early_stop: bool = option(True, "Speed: stop a frame when its windowed loss stops improving.")
     early_stop_window: int = option(200, "Iterations per window for the early-stop test.")
     early_stop_tol: float = option(0.002, "Stop when a window's mean loss improves by less than this fraction.")
@@ -254,7 +257,58 @@ def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius
     for key, p in params.items():
         lr = lr_means * radius if key == "means" else getattr(cfg, LR_KEYS[key])
         groups.append({"params": [p], "lr": lr, "name": key})
-    return torch.optim.Adam(groups, eps=1e-15)
+    return torch.optim.Adam(groups, eps=1e-15, fused=params["means"].is_cuda)
+
+
+@dataclass
+class ViewCrop:
+    """A pixel window of one training view: columns [x0, x1), rows [y0, y1)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.x1 - self.x0, self.y1 - self.y0
+
+
+def dynamic_crops(static: list[torch.Tensor], margin: int) -> list[ViewCrop | None]:
+    """Per view, the bounding box of its dynamic (black) pixels grown by ``margin`` px; None where none.
+
+    With the static layer frozen only the dynamic Gaussians move, so their photometric gradient comes from
+    around the moving subjects: rendering just this window costs a fraction of the frame.
+    """
+    crops: list[ViewCrop | None] = []
+    for mask in static:
+        dyn = ~mask
+        if not bool(dyn.any()):
+            crops.append(None)
+            continue
+        h, w = mask.shape
+        rows = torch.nonzero(dyn.any(dim=1)).flatten()
+        cols = torch.nonzero(dyn.any(dim=0)).flatten()
+        crops.append(ViewCrop(max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
+                              min(w, int(cols[-1]) + 1 + margin), min(h, int(rows[-1]) + 1 + margin)))
+    return crops
+
+
+def crop_view(views: FrameViews, c: int, crop: ViewCrop | None
+              ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor, torch.Tensor]:
+    """K (3, 3), (width, height), target image (h, w, 3) and static mask (h, w) of view ``c`` inside ``crop``.
+
+    Cropping shifts the principal point: a pixel (u, v) of the view is (u - x0, v - y0) in the window. The
+    window renders the view's pixels exactly for splats centred within 1.3x its frustum (EWA clamps the Jacobian
+    there); splats centred farther out are the frozen background's, shaped slightly differently at the edges.
+    """
+    if crop is None:
+        return views.Ks[c], views.sizes[c], views.images[c], views.static[c]
+    K = views.Ks[c].clone()
+    K[0, 2] -= crop.x0
+    K[1, 2] -= crop.y0
+    window = (slice(crop.y0, crop.y1), slice(crop.x0, crop.x1))
+    return K, crop.size, views.images[c][window], views.static[c][window]
 
 
 def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: SequentialConfig, *, iterations: int,
@@ -267,20 +321,37 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
 
     Args:
         anchor: (N, 3) centres the static constraint pulls static Gaussians to (None: no constraint).
-        frozen: (N,) bool rows that must not change (their gradients are zeroed before clipping and the step).
-        distill: optional distilled-depth loss.
+        frozen: (N,) bool rows that must not change. Only the other rows are optimised (the frozen ones are
+            rendered as constants), and with ``cfg.crop_to_dynamic`` each view is rendered only around its
+            dynamic pixels.
+        distill: optional distilled-depth loss (renders whole views: its maps are per full view).
         min_iterations: with ``early_stop``, the fewest iterations before a plateau may stop the frame.
     """
     t0 = time.perf_counter()
     from splatworks.splat.metrics import photometric_loss
 
-    opt = make_optimizer(params, cfg, radius, lr_means)
     stats = FrameStats()
+    if frozen is not None and bool(frozen.any()):
+        train_rows = torch.nonzero(~frozen).flatten()
+        constant = {k: v.detach()[frozen] for k, v in params.items()}
+        trainable = torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach()[train_rows].clone())
+                                            for k, v in params.items()})
+        if anchor is not None:
+            anchor = anchor[train_rows]
+    else:
+        train_rows, constant, trainable = None, None, params
+    crops: list[ViewCrop | None] = [None] * len(views.names)
+    if train_rows is not None and cfg.crop_to_dynamic and distill is None:
+        crops = dynamic_crops(views.static, cfg.crop_margin)
+    if len(trainable["means"]) == 0:
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    opt = make_optimizer(trainable, cfg, radius, lr_means)
     order: list[int] = []
     window: list[float] = []
     prev_window = math.inf
     min_it = cfg.min_iterations_per_frame if min_iterations is None else min_iterations
-    frozen_any = frozen is not None and bool(frozen.any())
     static_last = torch.zeros(())
     norm_max = torch.zeros((), device=params["means"].device)
     clipped = torch.zeros((), device=params["means"].device)
@@ -288,25 +359,23 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
         if not order:
             order = [int(i) for i in rng.permutation(len(views.names))]
         c = order.pop()
-        rgb, depth = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree,
-                                 background, cfg.backend, with_depth=distill is not None)
-        loss = photometric_loss(rgb, views.images[c], cfg.ssim_lambda)
+        K, size, target, static = crop_view(views, c, crops[c])
+        scene = trainable if constant is None else {k: torch.cat([constant[k], trainable[k]]) for k in trainable}
+        rgb, depth = render_view(scene, views.viewmats[c], K, size, cfg.sh_degree, background, cfg.backend,
+                                 with_depth=distill is not None)
+        loss = photometric_loss(rgb, target, cfg.ssim_lambda)
         photo = loss.detach()
         if anchor is not None and cfg.static_loss_weight > 0:
-            is_static = static_in_view(params["means"], views.viewmats[c], views.Ks[c], views.static[c])
+            is_static = static_in_view(trainable["means"], views.viewmats[c], K, static)
             # Displacements in scene radii, so the weight means the same in any SfM scale.
-            sl = static_constraint_loss(params["means"] / radius, anchor / radius, is_static)
+            sl = static_constraint_loss(trainable["means"] / radius, anchor / radius, is_static)
             static_last = sl.detach()
             loss = loss + cfg.static_loss_weight * sl
         if distill is not None and depth is not None:
             loss = loss + distill.loss(depth, c, views.static[c])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if frozen is not None and frozen_any:
-            for p in params.values():
-                if p.grad is not None:
-                    p.grad.masked_fill_(frozen.view(-1, *([1] * (p.grad.dim() - 1))), 0.0)
-        norm = clip_gradients(params, cfg.grad_clip_norm).to(norm_max.device)
+        norm = clip_gradients(trainable, cfg.grad_clip_norm).to(norm_max.device)
         norm_max = torch.maximum(norm_max, norm)
         if cfg.grad_clip_norm > 0:
             clipped = clipped + (norm > cfg.grad_clip_norm).float()
@@ -326,6 +395,10 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             emit(progress, stage, it + 1, iterations, f"loss {mean:.4f}", metrics={"loss": mean})
     if window:
         stats.loss_end = float(torch.stack(window).mean())
+    if train_rows is not None:
+        with torch.no_grad():
+            for k, p in params.items():
+                p[train_rows] = trainable[k].detach()
     stats.grad_norm_max, stats.clipped_steps = float(norm_max), int(clipped)
     if anchor is not None and cfg.static_loss_weight > 0 and stats.iterations:
         stats.static_loss_end = float(static_last)
