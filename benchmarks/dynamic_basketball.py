@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                     "calibration .json with 'points') instead of triangulating frame 0")
     ap.add_argument("--triangulate", default="auto", choices=("auto", "on", "off"),
                     help="prepare's triangulation at the known poses ('off': random initial points)")
+    ap.add_argument("--dense", default="auto", choices=("auto", "on", "off"),
+                    help="prepare's dense points at the known poses (plane-sweep MVS of frame 0's training views)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         d = to_dict(PrepareConfig())
         d.update({"end_frame": args.frames, "resize": args.resize, "test_cameras": "first",
-                  "points": str(args.points) if args.points else None, "triangulate": args.triangulate})
+                  "points": str(args.points) if args.points else None, "triangulate": args.triangulate,
+                  "dense": args.dense})
         d["calibration"].update({"method": "import", "file": str(args.data / "calibration.json")})
         t0 = time.perf_counter()
         prepare(args.data / "videos", ds_root, from_dict(PrepareConfig, d))

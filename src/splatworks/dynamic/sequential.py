@@ -84,6 +84,9 @@ class SequentialConfig:
     crop_to_dynamic: bool = option(True, "Speed: with the static layer frozen, render each training view only "
                                    "around its dynamic pixels (their bounding box grown by crop_margin).")
     crop_margin: int = option(32, "Pixels by which the dynamic bounding box grows for crop_to_dynamic.")
+    views_per_step: int = option(1, "Speed: training views rendered together (one rasterizer call) per optimizer "
+                                 "step of frames t > 0; iterations still count views, so a frame takes "
+                                 "iterations_per_frame / views_per_step steps.")
     early_stop: bool = option(True, "Speed: stop a frame when its windowed loss stops improving.")
     early_stop_window: int = option(200, "Iterations per window for the early-stop test.")
     early_stop_tol: float = option(0.002, "Stop when a window's mean loss improves by less than this fraction.")
@@ -311,6 +314,21 @@ def crop_view(views: FrameViews, c: int, crop: ViewCrop | None
     return K, crop.size, views.images[c][window], views.static[c][window]
 
 
+def same_size_windows(crops: list[ViewCrop | None], sizes: list[tuple[int, int]]) -> list[ViewCrop]:
+    """Windows of one common size (the largest of ``crops``) centred on each crop and kept inside its view, so
+    several views render in one rasterizer call. Views must share one full size ``sizes`` (width, height)."""
+    full_w, full_h = sizes[0]
+    boxes = [c or ViewCrop(0, 0, full_w, full_h) for c in crops]
+    w = max(b.size[0] for b in boxes)
+    h = max(b.size[1] for b in boxes)
+    out = []
+    for b in boxes:
+        x0 = min(max(0, b.x0 - (w - b.size[0]) // 2), full_w - w)
+        y0 = min(max(0, b.y0 - (h - b.size[1]) // 2), full_h - h)
+        out.append(ViewCrop(x0, y0, x0 + w, y0 + h))
+    return out
+
+
 def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: SequentialConfig, *, iterations: int,
                    radius: float, lr_means: float, background: torch.Tensor, rng: np.random.Generator,
                    anchor: torch.Tensor | None = None, frozen: torch.Tensor | None = None,
@@ -355,24 +373,45 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     static_last = torch.zeros(())
     norm_max = torch.zeros((), device=params["means"].device)
     clipped = torch.zeros((), device=params["means"].device)
-    for it in range(iterations):
-        if not order:
-            order = [int(i) for i in rng.permutation(len(views.names))]
-        c = order.pop()
-        K, size, target, static = crop_view(views, c, crops[c])
+    batch = max(1, min(cfg.views_per_step, len(views.names))) if train_rows is not None else 1
+    if len(set(views.sizes)) > 1:
+        batch = 1  # one rasterizer call needs one image size
+    window_steps = max(1, cfg.early_stop_window // batch)
+    for step in range(math.ceil(iterations / batch)):
+        picked = []
+        for _ in range(batch):
+            if not order:
+                order = [int(i) for i in rng.permutation(len(views.names))]
+            picked.append(order.pop())
         scene = trainable if constant is None else {k: torch.cat([constant[k], trainable[k]]) for k in trainable}
-        rgb, depth = render_view(scene, views.viewmats[c], K, size, cfg.sh_degree, background, cfg.backend,
-                                 with_depth=distill is not None)
+        if batch == 1:
+            c = picked[0]
+            K, size, target, static = crop_view(views, c, crops[c])
+            rgb, depth = render_view(scene, views.viewmats[c], K, size, cfg.sh_degree, background, cfg.backend,
+                                     with_depth=distill is not None)
+            per_view = [(c, K, static, depth)]
+        else:
+            from splatworks.splat.render import render
+
+            wins = same_size_windows([crops[c] for c in picked], [views.sizes[c] for c in picked])
+            parts = [crop_view(views, c, w) for c, w in zip(picked, wins)]
+            out = render(scene, views.viewmats[picked], torch.stack([p[0] for p in parts]), wins[0].size[0],
+                         wins[0].size[1], sh_degree=cfg.sh_degree, background=background,
+                         mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend)
+            rgb, target = out.colors, torch.stack([p[2] for p in parts])
+            depths = out.depths[..., 0] if out.depths is not None else [None] * batch
+            per_view = [(c, p[0], p[3], d) for c, p, d in zip(picked, parts, depths)]
         loss = photometric_loss(rgb, target, cfg.ssim_lambda)
         photo = loss.detach()
-        if anchor is not None and cfg.static_loss_weight > 0:
-            is_static = static_in_view(trainable["means"], views.viewmats[c], K, static)
-            # Displacements in scene radii, so the weight means the same in any SfM scale.
-            sl = static_constraint_loss(trainable["means"] / radius, anchor / radius, is_static)
-            static_last = sl.detach()
-            loss = loss + cfg.static_loss_weight * sl
-        if distill is not None and depth is not None:
-            loss = loss + distill.loss(depth, c, views.static[c])
+        for c, K, static, depth in per_view:
+            if anchor is not None and cfg.static_loss_weight > 0:
+                is_static = static_in_view(trainable["means"], views.viewmats[c], K, static)
+                # Displacements in scene radii, so the weight means the same in any SfM scale.
+                sl = static_constraint_loss(trainable["means"] / radius, anchor / radius, is_static) / batch
+                static_last = sl.detach()
+                loss = loss + cfg.static_loss_weight * sl
+            if distill is not None and depth is not None:
+                loss = loss + distill.loss(depth, c, views.static[c]) / batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = clip_gradients(trainable, cfg.grad_clip_norm).to(norm_max.device)
@@ -380,19 +419,19 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
         if cfg.grad_clip_norm > 0:
             clipped = clipped + (norm > cfg.grad_clip_norm).float()
         opt.step()
-        if it == 0:
+        if step == 0:
             stats.loss_start = float(photo)
-        stats.iterations = it + 1
+        stats.iterations = min(iterations, (step + 1) * batch)
         window.append(photo)  # tensors: the host reads them once per window, not every step
-        if len(window) >= max(1, cfg.early_stop_window):
+        if len(window) >= window_steps:
             mean = float(torch.stack(window).mean())
             stats.loss_end = mean
             window = []
-            if early_stop and it + 1 >= min_it and prev_window - mean < cfg.early_stop_tol * prev_window:
+            if early_stop and stats.iterations >= min_it and prev_window - mean < cfg.early_stop_tol * prev_window:
                 stats.stopped_early = True
                 break
             prev_window = mean
-            emit(progress, stage, it + 1, iterations, f"loss {mean:.4f}", metrics={"loss": mean})
+            emit(progress, stage, stats.iterations, iterations, f"loss {mean:.4f}", metrics={"loss": mean})
     if window:
         stats.loss_end = float(torch.stack(window).mean())
     if train_rows is not None:
@@ -539,6 +578,8 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
     for name in ("iterations_first_frame", "iterations_per_frame"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be at least 1")
+    if cfg.views_per_step < 1:
+        raise UserError("views_per_step must be at least 1 (training views per optimizer step)")
     if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
         raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
     if cfg.depth == "distill" and not cfg.depth_file:
