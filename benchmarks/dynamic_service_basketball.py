@@ -505,8 +505,9 @@ def view(unpacked: Path, shot: Path, width: int = 960, height: int = 540) -> lis
                            "s.dispatchEvent(new Event('input')); })()")
                 b.wait("window.splatworks && window.splatworks.player && "
                        f"window.splatworks.player.displayedFrame === {k}", 600)
-                n = b.eval("window.splatworks.framesRendered")
-                b.wait(f"window.splatworks.framesRendered > {n + 3}", 300)
+                # Draw fresh frames now (the viewer only redraws on changes, which may be over already); on
+                # SwiftShader a frame takes seconds and Spark's sort needs several of them to settle.
+                b.eval("window.splatworks.measureFps(3, 0, 10)")
                 time.sleep(1.0)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 b.call("screenshot", path=str(path))

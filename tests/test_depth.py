@@ -14,7 +14,8 @@ import torch
 
 from splatworks.cli import main
 from splatworks.depth.files import load_all_depth, load_sparse_depth, write_all_depth
-from splatworks.depth.losses import DepthConfig, SparseDepthLoss, median_abs_rel_error, sparse_depth_loss_for
+from splatworks.depth.losses import (DepthConfig, SparseDepthLoss, median_abs_rel_error, sparse_depth_loss_for,
+                                     termination_loss)
 from splatworks.errors import InputError
 from splatworks.scene.camera import Scene
 from splatworks.sfm.depth import sparse_depth_from_scene_points, write_colmap_depth, write_sparse_depth
@@ -134,17 +135,124 @@ def _held_out_depth_error(out_dir: Path, folder: Path, depth_dir: Path) -> float
     return float(np.mean(errs))
 
 
-def test_sparse_depth_lowers_held_out_depth_error(static_scene, tmp_path):
+_TRAIN_ARGS = ["--iterations", "300", "--checkpoint-steps", "300", "--device", "cpu", "--backend", "torch",
+               "--sh-degree", "0", "--init-num-random", "400", "--hold-out-every", "4", "--no-eval-lpips",
+               "--no-save-splat", "--lr-means", "3e-3", "--lr-means-final", "3e-4", "--log-every", "1000"]
+_DEPTH_RUNS = {"none": [],
+               "sparse": ["--depth", "sparse", "--depth-weight", "3.0", "--depth-weight-final", "1.0"],
+               "termination": ["--depth", "sparse", "--depth-loss", "termination", "--depth-weight", "3.0",
+                               "--depth-weight-final", "1.0"]}
+
+
+@pytest.fixture(scope="module")
+def held_out_errors(static_scene, tmp_path_factory):
+    """Held-out median abs rel depth error per run of _DEPTH_RUNS, trained once (the baseline serves two tests)."""
     folder, depth_dir = static_scene
-    common = ["--iterations", "300", "--checkpoint-steps", "300", "--device", "cpu", "--backend", "torch",
-              "--sh-degree", "0", "--init-num-random", "400", "--hold-out-every", "4", "--no-eval-lpips",
-              "--no-save-splat", "--lr-means", "3e-3", "--lr-means-final", "3e-4", "--log-every", "1000"]
-    errors = {}
-    for name, extra in (("none", []), ("sparse", ["--depth", "sparse", "--depth-weight", "3.0", "--depth-weight-final", "1.0"])):
-        assert main(["train", str(folder), "-o", str(tmp_path / name), *common, *extra]) == 0
-        errors[name] = _held_out_depth_error(tmp_path / name, folder, depth_dir)
-    print("held-out median abs rel depth error", errors)
-    assert errors["sparse"] < 0.7 * errors["none"]
+    root, errors = tmp_path_factory.mktemp("depth_runs"), {}
+
+    def error(name: str) -> float:
+        if name not in errors:
+            assert main(["train", str(folder), "-o", str(root / name), *_TRAIN_ARGS, *_DEPTH_RUNS[name]]) == 0
+            errors[name] = _held_out_depth_error(root / name, folder, depth_dir)
+            print("held-out median abs rel depth error", errors)
+        return errors[name]
+    return error
+
+
+def test_sparse_depth_lowers_held_out_depth_error(held_out_errors):
+    assert held_out_errors("sparse") < 0.7 * held_out_errors("none")
+
+
+def test_termination_depth_lowers_held_out_depth_error(held_out_errors):
+    """--depth-loss termination (the ray-termination distribution pulled to the SfM depth) through the CLI."""
+    assert held_out_errors("termination") < 0.7 * held_out_errors("none")
+
+
+def _tiny_gaussians(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Six overlapping Gaussians at depths 1.5-4 in front of a 12x10 camera at the origin (raw parameters)."""
+    g = torch.Generator().manual_seed(seed)
+    n = 6
+    means = torch.cat([torch.rand(n, 2, generator=g) * 0.4 - 0.2, torch.linspace(1.5, 4.0, n)[:, None]], dim=1)
+    return {"means": means, "quats": torch.randn(n, 4, generator=g), "scales": torch.log(torch.full((n, 3), 0.3)),
+            "opacities": torch.linspace(-1.0, 1.0, n), "sh0": torch.rand(n, 1, 3, generator=g),
+            "shN": torch.zeros(n, 0, 3)}
+
+
+def test_termination_moments_match_brute_force_sum():
+    """The rendered E[z], E[z^2] and the closed-form termination loss equal a per-pixel sum over the Gaussians."""
+    from splatworks.splat import reference
+    from splatworks.splat.render import render
+
+    params = _tiny_gaussians()
+    viewmat, K = torch.eye(4)[None], torch.tensor([[[10.0, 0, 6.0], [0, 10.0, 5.0], [0, 0, 1]]])
+    out = render(params, viewmat, K, 12, 10, 0, mode="RGB+D2", backend="torch")
+    plain = render(params, viewmat, K, 12, 10, 0, mode="RGB+D", backend="torch")
+    torch.testing.assert_close(out.depths, plain.depths)  # the first moment is the same as in "RGB+D"
+    proj = reference.project(params["means"], params["quats"], torch.exp(params["scales"]), viewmat, K, 12, 10,
+                             opacities=torch.sigmoid(params["opacities"]))
+    checked = 0
+    for row, col in ((5, 6), (4, 5), (6, 7), (2, 3)):
+        px, py = col + 0.5, row + 0.5
+        terms = []  # (z, alpha) of the Gaussians drawn at this pixel, near to far
+        for k in torch.argsort(proj.depths[0]).tolist():
+            if (proj.radii[0, k] == 0).any():
+                continue
+            a, b, c = proj.conics[0, k].tolist()
+            dx, dy = px - float(proj.means2d[0, k, 0]), py - float(proj.means2d[0, k, 1])
+            power = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+            alpha = min(0.999, float(torch.sigmoid(params["opacities"][k])) * np.exp(-power))
+            if alpha >= 1 / 255:
+                terms.append((float(proj.depths[0, k]), alpha))
+        trans, w, z = 1.0, [], []
+        for zk, ak in terms:
+            if trans * (1 - ak) <= 1e-4:
+                break
+            w.append(trans * ak)
+            z.append(zk)
+            trans *= 1 - ak
+        w, z = np.array(w), np.array(z)
+        if len(w) < 2:
+            continue
+        checked += 1
+        assert float(out.alphas[0, row, col, 0]) == pytest.approx(w.sum(), rel=1e-5)
+        assert float(out.depths[0, row, col, 0]) == pytest.approx((w * z).sum() / w.sum(), rel=1e-5)
+        assert float(out.depths2[0, row, col, 0]) == pytest.approx((w * z * z).sum() / w.sum(), rel=1e-5)
+        d = 2.0
+        closed = termination_loss(out.depths[0, row, col, 0:1], out.depths2[0, row, col, 0:1], torch.tensor([d]))
+        assert float(closed) == pytest.approx((w * (z - d) ** 2).sum() / d ** 2 / w.sum(), rel=1e-4)
+    assert checked >= 3  # the pixels really have several Gaussians along them
+
+
+def test_termination_loss_penalises_a_floater_the_expected_loss_misses():
+    """A floater in front and a surface behind with the right mean depth: L1 on E[z] is 0, the termination loss is
+    not, and its gradient pushes the floater's weight down; a single surface at d costs nothing in either."""
+    from types import SimpleNamespace
+
+    from splatworks.scene.camera import Camera
+
+    cam = Camera(name="a.png", width=4, height=4, fx=4.0, fy=4.0, cx=2.0, cy=2.0)
+    samples = {"a.png": {"coords": np.array([[2.0, 2.0]], np.float32), "depths": np.array([2.0], np.float32),
+                         "weights": np.ones(1, np.float32)}}
+
+    def loss_for(kind: str, z: list[float], a: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.tensor(a, requires_grad=True)
+        zt = torch.tensor(z)
+        mean, mean_sq = (w * zt).sum() / w.sum(), (w * zt * zt).sum() / w.sum()
+        out = SimpleNamespace(colors=torch.zeros(1, 4, 4, 3), depths=mean.expand(1, 4, 4, 1),
+                              depths2=mean_sq.expand(1, 4, 4, 1))
+        loss = SparseDepthLoss([cam], samples, 1.0, 1.0, 10, kind=kind)(0, 0, out, None)
+        loss.backward()
+        return loss.detach(), w.grad
+
+    floater = ([1.0, 2.0, 3.0], [0.3, 0.4, 0.3])  # floater at 1, surface at d = 2, more behind at 3: E[z] = 2 = d
+    assert float(loss_for("expected", *floater)[0]) == pytest.approx(0.0, abs=1e-6)
+    loss, grad = loss_for("termination", *floater)
+    assert float(loss) == pytest.approx(0.15, rel=1e-5)  # (0.3 * 1 + 0.3 * 1) / 2^2 / 1.0
+    assert float(loss_for("termination", [2.0], [0.7])[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss_for("both", *floater)[0]) == pytest.approx(0.15, rel=1e-5)
+    assert grad[0] > 0 and grad[2] > 0 and grad[1] < 0  # off-target weights pay; weight at d is rewarded
+    with pytest.raises(Exception, match="depth-loss"):
+        SparseDepthLoss([cam], samples, 1.0, 1.0, 10, kind="median")
 
 
 def test_distilled_static_depth_lowers_dynamic_depth_error(static_scene, tmp_path):
@@ -183,3 +291,76 @@ def test_distilled_static_depth_lowers_dynamic_depth_error(static_scene, tmp_pat
         errors[name] = median_abs_rel_error(pred, truth, static)
     print("held-out static-pixel median abs rel depth error", errors)
     assert errors["distill"] < 0.7 * errors["none"]
+
+
+@pytest.mark.gpu
+def test_termination_moments_gsplat_match_torch_reference():
+    """render(mode="RGB+D2") on gsplat (5 feature channels, sh_degree=None) equals the torch reference: E[z], E[z^2]
+    and the gradients of a loss that reads them (tolerances as in test_splat_parity)."""
+    import math
+
+    from test_splat_parity import look_at, random_scene
+
+    from splatworks.splat.render import render
+
+    dev, w, h = "cuda", 96, 72
+    f = 0.5 * w / math.tan(math.radians(25))
+    Ks = torch.tensor([[[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]]], device=dev)
+    viewmats = look_at([0.5, -0.3, -3.5])[None].to(dev)
+    results = {}
+    for backend in ("gsplat", "torch"):
+        params = random_scene(1500, seed=1, device=dev)
+        out = render(params, viewmats, Ks, w, h, 2, torch.ones(3, device=dev), mode="RGB+D2", backend=backend)
+        d = torch.full_like(out.depths, 3.5)
+        loss = out.colors.sum() + (termination_loss(out.depths, out.depths2, d) * out.alphas).sum()
+        loss.backward()
+        results[backend] = (out, {k: v.grad.clone() for k, v in params.items()})
+    (g, grads_g), (t, grads_t) = results["gsplat"], results["torch"]
+    mask = (g.alphas > 0.5) & (t.alphas > 0.5)
+    assert mask.float().mean() > 0.2
+    assert (g.colors - t.colors).abs().mean() <= 2e-5
+    assert (g.depths - t.depths).abs()[mask].mean() <= 1e-3
+    assert (g.depths2 - t.depths2).abs()[mask].mean() <= 1e-2
+    for k in grads_g:
+        assert float((grads_t[k] - grads_g[k]).norm() / grads_g[k].norm().clamp_min(1e-12)) <= 1e-2, k
+
+
+def test_depth_radius_spreads_a_sample_to_opaque_neighbours():
+    """--depth-radius 1: the sample pulls the 3x3 pixels around it, except where the render is transparent."""
+    from types import SimpleNamespace
+
+    from splatworks.scene.camera import Camera
+
+    cam = Camera(name="a.png", width=8, height=6, fx=8.0, fy=8.0, cx=4.0, cy=3.0)
+    samples = {"a.png": {"coords": np.array([[3.5, 2.5]], np.float32), "depths": np.array([2.5], np.float32),
+                         "weights": np.ones(1, np.float32)}}
+    alphas = torch.ones(1, 6, 8, 1)
+    alphas[0, :, 4] = 0.0  # column 4 (right of the sample) shows the background
+    for kind in ("expected", "termination"):
+        depth = torch.full((1, 6, 8, 1), 2.0, requires_grad=True)
+        out = SimpleNamespace(depths=depth, depths2=depth * depth, colors=torch.zeros(1, 6, 8, 3), alphas=alphas)
+        SparseDepthLoss([cam], samples, 1.0, 1.0, 10, kind=kind, radius=1)(0, 0, out, None).backward()
+        pulled = depth.grad[0, ..., 0] < 0
+        assert pulled[1:4, 2:4].all() and pulled.sum() == 6, kind  # 3x3 around (row 2, col 3) less column 4
+        depth.grad = None
+        out.depths2 = depth * depth
+        SparseDepthLoss([cam], samples, 1.0, 1.0, 10, kind=kind)(0, 0, out, None).backward()
+        assert (depth.grad[0, ..., 0] < 0).sum() == 1 and depth.grad[0, 2, 3, 0] < 0, kind
+
+
+def test_distillation_on_a_cropped_render_reads_the_same_window_of_the_map():
+    """A cropped render (sequential 4D's crop_to_dynamic) is compared with the same window of the static depth."""
+    from splatworks.depth.losses import DepthDistillation
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(20, 30, generator=g) + 1.0
+    target[:3] = 0.0                                     # unknown rows
+    rendered = torch.rand(20, 30, generator=g) + 1.0
+    static = torch.rand(20, 30, generator=g) > 0.3
+    d = DepthDistillation([target], weight=1.0)
+    win = (slice(2, 12), slice(5, 25))
+    crop = d.loss(rendered[win], 0, static[win], win)
+    ok = (target[win] > 0) & static[win]
+    expected = ((rendered[win][ok] - target[win][ok]).abs() / target[win][ok]).mean()
+    torch.testing.assert_close(crop, expected)
+    assert not torch.isclose(crop, d.loss(rendered, 0, static))   # the whole view differs: the window matters

@@ -261,7 +261,7 @@ def test_gradient_clipping_bounds_the_update(rig):
             # A planted spike: an anchor far from every centre under a huge constraint weight.
             anchor = params["means"].detach() + 5.0
             seen.clear()
-            cfg = tiny(static_loss_weight=1e4, grad_clip_norm=clip)
+            cfg = tiny(static_loss_weight=1e4, grad_clip_norm=clip, grad_clip_mode="global")
             stats = seq.optimize_frame(params, replace(views, static=[torch.ones_like(s) for s in views.static]),
                                        cfg, iterations=3, radius=1.0, lr_means=1e-3, background=torch.zeros(3),
                                        rng=np.random.default_rng(0), anchor=anchor)
@@ -273,6 +273,29 @@ def test_gradient_clipping_bounds_the_update(rig):
     assert clipped_norm <= 1.0 + 1e-4             # ... and the optimiser never saw more than the clip norm
     assert stats.clipped_steps == 3
     assert results[0.0][0] > 1e3                  # without clipping it would have
+
+
+def test_per_gaussian_clipping_bounds_each_gaussian_and_spares_the_others():
+    """One exploding Gaussian is clipped to the norm; the others keep their gradients exactly (a global factor
+    would have shrunk them all)."""
+    torch.manual_seed(0)
+    params = {"means": torch.randn(6, 3), "scales": torch.randn(6, 3), "opacities": torch.randn(6)}
+    grads = {k: torch.randn_like(v) * 0.01 for k, v in params.items()}
+    grads["means"][2] = torch.tensor([3e4, -2e4, 1e4])          # the spike
+    for k, v in params.items():
+        v.grad = grads[k].clone()
+    before = seq.clip_gradients(params, 1.0, per_gaussian=True)
+    rows = torch.sqrt(sum(v.grad.reshape(6, -1).pow(2).sum(1) for v in params.values()))
+    assert float(before) > 1e4
+    assert torch.all(rows <= 1.0 + 1e-5) and abs(float(rows[2]) - 1.0) < 1e-5
+    for k, v in params.items():
+        keep = torch.arange(6) != 2
+        assert torch.equal(v.grad[keep], grads[k][keep])
+    # the global mode scales everyone by one factor
+    for k, v in params.items():
+        v.grad = grads[k].clone()
+    seq.clip_gradients(params, 1.0, per_gaussian=False)
+    assert float(params["scales"].grad.abs().max()) < 1e-5
 
 
 def _dynamic_alpha(reader, frame, cam) -> torch.Tensor:

@@ -173,6 +173,13 @@ def test_training_lowers_the_error(trained, rig):
     assert 0 < metrics["ssim_mean"] <= 1
     assert len(metrics["psnr"]) == 6 and np.isfinite(metrics["flicker"]) and np.isfinite(metrics["drift_db_per_frame"])
     assert json.loads((out / "metrics.json").read_text())["camera"] == "cam02"
+    # the Gaussian backend's static pixels (white in every frame's mask), and timed phases
+    from splatworks.dynamic.metrics4d import static_pixels
+
+    static = static_pixels(ds, "cam02", ds.frames)
+    assert 0.3 < static.mean() < 1.0 and metrics["static_pixel_fraction"] == pytest.approx(float(static.mean()))
+    assert metrics["seconds"]["render"] > 0 and metrics["seconds"]["video"] > 0
+    assert Path(metrics["video"]).stat().st_size > 1000
 
 
 def test_split_finds_the_moving_objects(trained, rig):
@@ -264,3 +271,53 @@ def test_depth_supervision_and_resume(trained, rig, tmp_path):
         assert ck["iteration"] == TRAIN_ITERS + 30
         results[label] = depth_error(folder)
     assert results["with"] < before and results["with"] < results["without"] - 0.01, (before, results)
+
+
+def test_time_budget_cuts_training_and_still_finishes_the_schedule(rig, tmp_path):
+    """A run far longer than its wall-clock cap stops at the cap with a checkpoint, grids at their final size,
+    the learning rate decayed to its end value and an occupancy grid for fast renders."""
+    from splatworks.voxels.train import load_model, train_mixvoxels
+
+    ds, _ = rig
+    cfg = _cfg(iterations=100_000, checkpoint_every=100_000, split_after=100_000, time_budget_min=0.04)
+    res = train_mixvoxels(ds, tmp_path / "cut", cfg)
+    assert res.stopped_by_budget and 1 <= res.iterations < 100_000 and res.iterations_planned == 100_000
+    assert 0.04 * 60 <= res.train_seconds < 0.04 * 60 + 5
+    saved = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert saved["stopped_by_budget"] is True and saved["iterations"] == res.iterations
+    model, _, ckpt = load_model(tmp_path / "cut", "cpu")
+    assert ckpt["iteration"] == res.iterations
+    assert model.field.static_density.res == cfg.grid_res > cfg.grid_res_start
+    assert model.occupancy is not None
+    # by iterations the decay would not have started (a few of 100k); by time it is mostly done (the last
+    # iteration's rate is set from the time at its start, one iteration before the cap)
+    for g in ckpt["optimizer"]["param_groups"]:
+        assert g["base_lr"] * cfg.lr_decay * 0.999 <= g["lr"] < g["base_lr"] * cfg.lr_decay ** 0.5
+
+
+def test_opencv_video_fallback(tmp_path, monkeypatch):
+    """Without PyAV (bare GPU hosts) the held-out video is written with OpenCV and reads back frame by frame."""
+    import importlib.util
+
+    import cv2
+
+    from splatworks.voxels import evaluation
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
+    frames = np.zeros((5, 48, 64, 3), np.float32)
+    frames[..., 0] = np.linspace(0, 1, 64)[None, None, :]
+    for i in range(5):
+        frames[i, 10:20, 8 * i:8 * i + 10] = 1.0  # a white square moving right
+    path = evaluation.write_mp4(frames, tmp_path / "v.mp4", fps=10)
+    cap = cv2.VideoCapture(str(path))
+    back = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        back.append(bgr[..., ::-1].astype(np.float32) / 255.0)
+    cap.release()
+    assert len(back) == 5 and back[0].shape == (48, 64, 3)
+    assert np.abs(np.stack(back) - frames).mean() < 0.05
+    assert back[4][15, 35:40].mean() > 0.8 and back[0][15, 35:40, 1].mean() < 0.3

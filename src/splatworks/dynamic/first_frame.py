@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("splatworks.dynamic.sequential")
 
+# Written by `dynamic prepare` (dense points at the known poses), relative to the dataset root.
+DENSE_DEPTH_FILE = "calibration/dense_depth.npy"
+
 
 def first_frame_scene(dataset: DynamicDataset, frame: int, cfg: SequentialConfig) -> Scene:
     """The rig at ``frame`` as frame 0 trains it: no masks (the people belong to frame 0 too), held-out cameras
@@ -83,6 +86,24 @@ def first_frame_train_config(cfg: SequentialConfig, device: torch.device, backgr
                         sh_degree_interval=max(1, int(round(fast["sh_degree_interval"] * scale))))
 
 
+def free_space_loss(dataset: DynamicDataset, cfg: SequentialConfig, train_names: list[str], device: torch.device
+                    ) -> Any:
+    """Frame 0's free-space carving (``depth.losses.FreeSpaceLoss``) from the dense depth maps ``dynamic prepare``
+    wrote (``calibration/dense_depth.npy``: plane-sweep MVS of frame 0's training views); None when there are
+    none or ``free_space_weight`` is 0."""
+    from splatworks.depth.losses import free_space_loss_from_file
+
+    path = Path(dataset.root) / DENSE_DEPTH_FILE
+    if cfg.free_space_weight <= 0 or not path.exists():
+        return None
+    loss = free_space_loss_from_file(path, train_names, cfg.free_space_weight, cfg.free_space_margin,
+                                     cfg.free_space_min_views, device)
+    if loss is not None:
+        log.info("frame 0: free-space carving from %s (%d views, weight %g)", path.name, len(loss.depths),
+                 cfg.free_space_weight)
+    return loss
+
+
 class _DistillForTrainer:
     """The distilled-depth loss in the static trainer's extra-loss form (frame 0 with densification)."""
 
@@ -114,6 +135,9 @@ def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path,
         return None
     scene = first_frame_scene(dataset, frame, cfg)
     tc = first_frame_train_config(cfg, device, tuple(dataset.rig.background) if dataset.rig.background else None)
+    carve = free_space_loss(dataset, cfg, [c.name for c in scene.train_cameras], device)
+    if carve is not None:
+        extra = [*(extra or []), carve]
     res = train(scene, out_dir / "frame0_static", tc, progress=progress, resume=resume, extra_losses=extra)
     folder = res.checkpoint or sio.latest_checkpoint(out_dir / "frame0_static")[1]  # type: ignore[index]
     return params_from_tensors(sio.read_ply(Path(folder) / "point_cloud.ply"), device)

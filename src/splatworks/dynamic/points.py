@@ -9,6 +9,9 @@ real points, in this order of preference:
    "rgb": [[r, g, b], ...]}``), in the calibration's world frame;
 2. COLMAP's point triangulator at the known poses (``splatworks.sfm.known_poses``) on the first frame's training
    views (the held-out cameras are not used): at one instant the people are rigid texture like the walls;
+   Then (``dynamic prepare --dense``, on by default with an imported calibration) dense points of the same
+   views from plane-sweep multi-view stereo at the known poses (``splatworks.sfm.mvs``, ``dense_rig_points``)
+   are added: tens of thousands of points on every textured surface where triangulation gives hundreds;
 3. none: the trainer then falls back to random points (``sphere_points``: a ball reaching past the cameras, so
    an inward-facing rig's walls and floor are inside it).
 
@@ -134,6 +137,34 @@ def triangulate_rig(rig: Scene, image_dir: Path, frame: int, work_dir: Path, num
     keep = not_isolated(pts.points)
     report["dropped_isolated"] = int((~keep).sum())
     return pts.points[keep], pts.point_colors[keep], pts.point_errors[keep], report
+
+
+def dense_rig_points(rig: Scene, image_dir: Path, frame: int, cfg: Any = None, device: str | None = None,
+                     depth_out: Path | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Dense points of one frame at the rig's known poses: plane-sweep MVS (``splatworks.sfm.mvs``) on the
+    frame's TRAINING views (held-out cameras are never read), depth range from ``rig.points`` when it has some.
+
+    Args:
+        rig: the rig Scene (camera names ``camXX``; ``test_names`` = held-out cameras).
+        image_dir: the dataset's ``images/`` (``camXX/NNNNNN.png``).
+        cfg: a ``splatworks.sfm.mvs.DenseConfig`` (default settings when None).
+        device: torch device ("cuda", "cpu"; None = CUDA when available).
+        depth_out: optional ``.npy`` for the (C, H, W) depth maps, cameras in ``rig.train_cameras`` order.
+    Returns:
+        points (P, 3) float64 world, colours (P, 3) uint8, and the MVS report (counts, fractions, seconds).
+    """
+    from dataclasses import replace
+
+    from splatworks.dynamic.prepare import _read_rgb
+    from splatworks.sfm.mvs import DenseConfig, dense_scene_points
+
+    held = set(rig.test_names)
+    cams = [replace(c, name=f"{c.name}/{frame:06d}.png", mask_name=None, world_to_camera=c.world_to_camera.copy())
+            for c in rig.cameras]
+    scene = Scene(cameras=cams, image_dir=Path(image_dir), points=rig.points,
+                  test_names=[c.name for c, r in zip(cams, rig.cameras) if r.name in held])
+    return dense_scene_points(scene, lambda cam: _read_rgb(Path(image_dir) / cam.name), cfg or DenseConfig(),
+                              device, depth_out=depth_out)
 
 
 def not_isolated(xyz: np.ndarray, factor: float = 10.0) -> np.ndarray:

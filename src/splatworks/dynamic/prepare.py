@@ -21,6 +21,7 @@ from splatworks.dynamic import exchange, frames as fr, masks as mk
 from splatworks.dynamic.dataset import DATASET_FILE, DynamicDataset
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
+from splatworks.sfm.mvs import DenseConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class PrepareConfig:
                               "triangulator on the first frame's training views): 'auto' (when the calibration has "
                               "no points and no --points file; on failure training starts from random points), "
                               "'on' (a failure stops prepare), 'off'.", choices=("auto", "on", "off"))
+    dense: str = option("auto", "Dense points at the known poses (plane-sweep multi-view stereo on the first frame's "
+                        "training views, added to the sparse points): 'auto' (with an imported calibration and no "
+                        "--points file, unless --triangulate off; on failure a warning), "
+                        "'on' (always; a failure stops prepare), 'off'.", choices=("auto", "on", "off"))
+    mvs: DenseConfig = option(factory=DenseConfig, help="dense points (plane-sweep MVS)")
     masks: mk.MaskConfig = option(factory=mk.MaskConfig, help="static/dynamic masks")
     calibration: calib.CalibrationConfig = option(factory=calib.CalibrationConfig, help="rig calibration")
 
@@ -221,6 +227,41 @@ def _rig_points(rig: Any, root: Path, frame: int, cfg: PrepareConfig,
     return {"source": "triangulated", "frame": frame, "count": int(len(xyz)), **report}
 
 
+def _dense_points(rig: Any, root: Path, frame: int, cfg: PrepareConfig, points_report: dict[str, Any],
+                  warnings: list[str], progress: ProgressFn | None = None) -> dict[str, Any] | None:
+    """Add plane-sweep MVS points of ``frame``'s training views to ``rig.points`` (see ``PrepareConfig.dense``).
+
+    Returns the MVS report for dataset meta ("count", "valid_fraction", "consistent_fraction", "seconds", ...),
+    or None when skipped. Updates ``points_report["count"]`` to the total and keeps the sparse count apart.
+    """
+    imported = rig.meta.get("calibration", {}).get("method") == "import"
+    wanted = cfg.dense == "on" or (cfg.dense == "auto" and imported and cfg.triangulate != "off"
+                                   and points_report.get("source") in ("triangulated", "calibration", "none"))
+    if not wanted:
+        return None
+    from splatworks.dynamic import points as pt
+
+    emit(progress, "calibration", 0, 1, f"dense points of frame {frame} at the known poses")
+    try:
+        xyz, rgb, report = pt.dense_rig_points(rig, root / "images", frame, cfg.mvs,
+                                               depth_out=root / "calibration" / "dense_depth.npy")
+    except (UserError, RuntimeError, ValueError, OSError) as exc:
+        if cfg.dense == "on":
+            raise UserError(f"dense points at the known poses failed: {exc}; pass --dense off") from exc
+        log.warning("dense points at the known poses failed (%s); keeping the sparse points", exc)
+        warnings.append(f"dense points failed ({exc}); frame 0 starts from the sparse points")
+        return {"count": 0, "error": str(exc)}
+    sparse = len(rig.points)
+    rig.points = np.concatenate([rig.points, xyz])
+    rig.point_colors = np.concatenate([rig.point_colors, rgb])
+    rig.point_errors = np.concatenate([rig.point_errors, np.full(len(xyz), np.nan)])
+    points_report["sparse_count"], points_report["count"] = sparse, int(len(rig.points))
+    log.info("points of frame %d: %d sparse + %d dense (plane-sweep MVS on %d training views, %.1f s)", frame,
+             sparse, len(xyz), len(report["views"]), sum(report["seconds"].values()))
+    report = {k: v for k, v in report.items() if k != "views"}
+    return {**report, "frame": frame, "depth_maps": "calibration/dense_depth.npy"}
+
+
 def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig | None = None,
             progress: ProgressFn | None = None, show_bars: bool = False) -> DynamicDataset:
     """Extract frames, make masks and calibrate the rig; write and return the dataset.
@@ -309,6 +350,9 @@ def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig |
     rig.test_names = list(test_cameras)
     t0 = time.perf_counter()
     points_report = _rig_points(rig, root, indices[0], cfg, imported_points, warnings, progress)
+    dense_report = _dense_points(rig, root, indices[0], cfg, points_report, warnings, progress)
+    if dense_report is not None:
+        points_report["dense"] = dense_report
     timings["points"] = time.perf_counter() - t0
 
     # ---- dataset files

@@ -131,9 +131,9 @@ def load_frame_gaussians(out_dir: str | Path, frame: int, device: str | torch.de
     static_path = out_dir / STATIC_FILE
     if static_path.exists():
         parts.insert(0, torch.load(static_path, map_location=device))
-    ids = torch.cat([p["ids"] for p in parts])
-    is_static = torch.cat([torch.full((len(p["ids"]),), i == 0 and len(parts) == 2, dtype=torch.bool)
-                           for i, p in enumerate(parts)])
+    ids = torch.cat([p["ids"] for p in parts]).to(device)
+    is_static = torch.cat([torch.full((len(p["ids"]),), i == 0 and len(parts) == 2, dtype=torch.bool,
+                                      device=ids.device) for i, p in enumerate(parts)])
     order = torch.argsort(ids)
     params = {k: torch.cat([p[k] for p in parts])[order].to(device) for k in PARAM_KEYS}
     return params, ids[order], is_static[order]

@@ -74,7 +74,11 @@ class SequentialConfig:
                                     "scene radii.")
     prune_max_distance: float = option(20.0, "After each frame, drop Gaussians farther than this many scene radii "
                                        "from the scene centre.")
-    grad_clip_norm: float = option(1.0, "Clip the global gradient norm to this value (0 = off).")
+    grad_clip_norm: float = option(1.0, "Clip gradients to this L2 norm (0 = off); see grad_clip_mode.")
+    grad_clip_mode: str = option("global", "'global': all gradients together by one factor; 'gaussian': each "
+                                 "Gaussian's gradient on its own (one exploding splat cannot shrink the others' "
+                                 "step; measured on 40 basketball frames, BENCHMARKS.md, not better yet).",
+                                 choices=("global", "gaussian"))
     freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks never call "
                                  "dynamic (see freeze_quorum); they are stored once.")
     freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
@@ -84,7 +88,7 @@ class SequentialConfig:
     crop_to_dynamic: bool = option(True, "Speed: with the static layer frozen, render each training view only "
                                    "around its dynamic pixels (their bounding box grown by crop_margin).")
     crop_margin: int = option(32, "Pixels by which the dynamic bounding box grows for crop_to_dynamic.")
-    views_per_step: int = option(1, "Speed: training views rendered together (one rasterizer call) per optimizer "
+    views_per_step: int = option(4, "Speed: training views rendered together (one rasterizer call) per optimizer "
                                  "step of frames t > 0; iterations still count views, so a frame takes "
                                  "iterations_per_frame / views_per_step steps.")
     early_stop: bool = option(True, "Speed: stop a frame when its windowed loss stops improving.")
@@ -120,6 +124,12 @@ class SequentialConfig:
                                      "(3DGS adaptive density control).", choices=("mcmc", "adc"))
     first_frame_cap_max: int = option(200000, "Gaussian budget of frame 0 with the 'mcmc' recipe (later frames "
                                       "train and store these Gaussians: more costs time and export size).")
+    free_space_weight: float = option(1.0, "Frame 0: weight of free-space carving, an opacity penalty on "
+                                      "Gaussians in front of the dense depth maps `dynamic prepare` wrote (plane-sweep "
+                                      "MVS; 0 = off, and off when the dataset has none).")
+    free_space_margin: float = option(0.05, "A centre is in a view's free space when nearer than (1 - margin) x the "
+                                      "depth there.")
+    free_space_min_views: int = option(2, "Views that must agree that a centre is in free space.")
     depth: str = option("none", "Depth supervision: 'distill' = depth of a static model (all_depth.npy) on static "
                         "mask pixels.", choices=("none", "distill"))
     depth_file: str = option("", "all_depth.npy written by `splatworks depth export` (with --depth distill).")
@@ -143,7 +153,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "iterations_converged": 30, "early_stop_window": 20, "sh_degree": 0, "num_random_points": 400,
              "first_frame_min_points": 0,
              "first_frame_trainer": "plain", "freeze_dilation": 2, "first_frame_lr_means": 3e-3, "lr_means": 1e-3,
-             "lr_sh0": 0.02, "lr_scales": 0.01, "lr_opacities": 0.05},
+             "lr_sh0": 0.02, "lr_scales": 0.01, "lr_opacities": 0.05, "views_per_step": 1},
 }
 
 
@@ -189,15 +199,29 @@ def static_constraint_loss(means: torch.Tensor, anchor: torch.Tensor, is_static:
     return (((means - anchor) ** 2).sum(dim=-1) * is_static.to(means.dtype)).sum()
 
 
-def clip_gradients(params: dict[str, torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale all gradients so their global L2 norm is at most ``max_norm`` (0 = off); returns the norm before
-    (a 0-d tensor: no host sync, so the GPU keeps running)."""
-    grads = [p for p in params.values() if p.grad is not None]
+def clip_gradients(params: dict[str, torch.Tensor], max_norm: float, per_gaussian: bool = False) -> torch.Tensor:
+    """Clip gradients to L2 norm ``max_norm`` (0 = off); returns the largest norm before (a 0-d tensor: no host
+    sync, so the GPU keeps running).
+
+    Global (``per_gaussian`` False): all gradients together, scaled by one factor. Per Gaussian: each Gaussian's
+    gradient (its rows of every tensor together) is clipped on its own, so one exploding Gaussian (a splat
+    passing close to a camera) cannot shrink everyone else's step, as one global factor does.
+    """
+    with_grad = [p for p in params.values() if p.grad is not None]
+    grads = [p.grad for p in with_grad]
     if not grads:
         return torch.zeros(())
-    if max_norm <= 0:
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in grads]))
-    return torch.nn.utils.clip_grad_norm_(grads, max_norm)
+    if not per_gaussian:
+        if max_norm <= 0:
+            return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
+    sq = sum(g.reshape(len(g), -1).pow(2).sum(dim=1) for g in grads)      # (N,) squared norm per Gaussian
+    norms = sq.sqrt()
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-12)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
+    return norms.max() if len(norms) else torch.zeros((), device=norms.device)
 
 
 @dataclass
@@ -342,7 +366,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
         frozen: (N,) bool rows that must not change. Only the other rows are optimised (the frozen ones are
             rendered as constants), and with ``cfg.crop_to_dynamic`` each view is rendered only around its
             dynamic pixels.
-        distill: optional distilled-depth loss (renders whole views: its maps are per full view).
+        distill: optional distilled-depth loss (its maps are cropped with the views).
         min_iterations: with ``early_stop``, the fewest iterations before a plateau may stop the frame.
     """
     t0 = time.perf_counter()
@@ -359,7 +383,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     else:
         train_rows, constant, trainable = None, None, params
     crops: list[ViewCrop | None] = [None] * len(views.names)
-    if train_rows is not None and cfg.crop_to_dynamic and distill is None:
+    if train_rows is not None and cfg.crop_to_dynamic:
         crops = dynamic_crops(views.static, cfg.crop_margin)
     if len(trainable["means"]) == 0:
         stats.seconds = time.perf_counter() - t0
@@ -389,7 +413,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             K, size, target, static = crop_view(views, c, crops[c])
             rgb, depth = render_view(scene, views.viewmats[c], K, size, cfg.sh_degree, background, cfg.backend,
                                      with_depth=distill is not None)
-            per_view = [(c, K, static, depth)]
+            per_view = [(c, K, static, depth, crops[c])]
         else:
             from splatworks.splat.render import render
 
@@ -400,10 +424,10 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                          mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend)
             rgb, target = out.colors, torch.stack([p[2] for p in parts])
             depths = out.depths[..., 0] if out.depths is not None else [None] * batch
-            per_view = [(c, p[0], p[3], d) for c, p, d in zip(picked, parts, depths)]
+            per_view = [(c, p[0], p[3], d, w) for c, p, d, w in zip(picked, parts, depths, wins)]
         loss = photometric_loss(rgb, target, cfg.ssim_lambda)
         photo = loss.detach()
-        for c, K, static, depth in per_view:
+        for c, K, static, depth, win in per_view:
             if anchor is not None and cfg.static_loss_weight > 0:
                 is_static = static_in_view(trainable["means"], views.viewmats[c], K, static)
                 # Displacements in scene radii, so the weight means the same in any SfM scale.
@@ -411,10 +435,11 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                 static_last = sl.detach()
                 loss = loss + cfg.static_loss_weight * sl
             if distill is not None and depth is not None:
-                loss = loss + distill.loss(depth, c, views.static[c]) / batch
+                rows_cols = None if win is None else (slice(win.y0, win.y1), slice(win.x0, win.x1))
+                loss = loss + distill.loss(depth, c, static, rows_cols) / batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = clip_gradients(trainable, cfg.grad_clip_norm).to(norm_max.device)
+        norm = clip_gradients(trainable, cfg.grad_clip_norm, cfg.grad_clip_mode == "gaussian").to(norm_max.device)
         norm_max = torch.maximum(norm_max, norm)
         if cfg.grad_clip_norm > 0:
             clipped = clipped + (norm > cfg.grad_clip_norm).float()

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "poses, then write the same files as full SfM (points, sparse depth). Options below apply")
     add_arguments(parser, KnownPosesConfig)
     parser.set_defaults(func=_run)
+    from splatworks.sfm.mvs import register_dense
+
+    register_dense(subparsers)  # `splatworks dense SCENE -o points.ply`: plane-sweep MVS at known poses
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -186,16 +186,19 @@ def composite(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.Tens
 def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
               sh: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
               sh_degree: int, backgrounds: torch.Tensor | None = None, with_depth: bool = False,
-              near_plane: float = 0.01) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Projected]:
+              near_plane: float = 0.01, depth_moments: int = 1
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Projected]:
     """Render C images of N Gaussians (activated values: unit-free quats, linear scales, opacities in (0, 1)).
 
     Args:
         sh: (N, K, 3) SH coefficients; viewmats: (C, 4, 4) world-to-camera (OpenCV); Ks: (C, 3, 3).
         backgrounds: (C, 3) colour behind the Gaussians (None: black).
         with_depth: also return expected depth sum(w z) / sum(w).
+        depth_moments: 2 adds a second depth channel, E[z^2] = sum(w z^2) / sum(w) (depth supervision of the
+            ray-termination distribution, ``depth.losses``).
     Returns:
-        colors (C, H, W, 3), alphas (C, H, W, 1), depths (C, H, W, 1) or None, and the projection (means2d
-        (C, N, 2) is the tensor whose gradient densification reads).
+        colors (C, H, W, 3), alphas (C, H, W, 1), depths (C, H, W, depth_moments) or None, and the projection
+        (means2d (C, N, 2) is the tensor whose gradient densification reads).
     """
     proj = project(means, quats, scales, viewmats, Ks, width, height, near_plane=near_plane, opacities=opacities)
     campos = -torch.einsum("cji,cj->ci", viewmats[:, :3, :3], viewmats[:, :3, 3])   # (C, 3) = -R^T t
@@ -206,7 +209,8 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
         rgb = eval_sh(sh[order], means[order] - campos[ci], sh_degree)
         feats = torch.clamp_min(rgb + 0.5, 0.0)
         if with_depth:
-            feats = torch.cat([feats, proj.depths[ci, order, None]], dim=-1)
+            z = proj.depths[ci, order, None]
+            feats = torch.cat([feats, z, z * z] if depth_moments == 2 else [feats, z], dim=-1)
         acc, alpha = composite(proj.means2d[ci, order], proj.conics[ci, order], opacities[order], feats,
                                proj.radii[ci, order], width, height)
         img = acc[..., :3]
@@ -215,6 +219,6 @@ def rasterize(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, op
         colors_out.append(img)
         alphas_out.append(alpha)
         if with_depth:
-            depths_out.append(acc[..., 3:4] / alpha.clamp_min(1e-10))
+            depths_out.append(acc[..., 3:] / alpha.clamp_min(1e-10))
     depths = torch.stack(depths_out) if with_depth else None
     return torch.stack(colors_out), torch.stack(alphas_out), depths, proj

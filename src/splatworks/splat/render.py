@@ -14,7 +14,7 @@ import torch
 
 from splatworks.splat import reference
 
-Mode = Literal["RGB", "RGB+D"]
+Mode = Literal["RGB", "RGB+D", "RGB+D2"]
 Backend = Literal["auto", "gsplat", "torch"]
 
 
@@ -58,12 +58,14 @@ class RenderInfo:
 @dataclass
 class RenderOutput:
     """colors (C, H, W, 3) in [0, 1]-ish (not clamped), alphas (C, H, W, 1), depths (C, H, W, 1) expected
-    camera-space z (``mode="RGB+D"``) or None, and :class:`RenderInfo`."""
+    camera-space z (``mode="RGB+D"`` or ``"RGB+D2"``) or None, :class:`RenderInfo`, and depths2 (C, H, W, 1) the
+    expected squared depth E[z^2] = sum(w z^2) / sum(w) (``mode="RGB+D2"``, else None)."""
 
     colors: torch.Tensor
     alphas: torch.Tensor
     depths: torch.Tensor | None
     info: RenderInfo
+    depths2: torch.Tensor | None = None
 
 
 def gsplat_available() -> bool:
@@ -101,7 +103,8 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
         viewmats: (C, 4, 4) world-to-camera, OpenCV axes. Ks: (C, 3, 3) intrinsics in pixels.
         sh_degree: SH bands used (<= the model's degree).
         background: (3,) or (C, 3) RGB behind the Gaussians (None: black).
-        mode: "RGB", or "RGB+D" to also render the expected depth ``sum(w z) / sum(w)``.
+        mode: "RGB", or "RGB+D" to also render the expected depth ``sum(w z) / sum(w)``, or "RGB+D2" for the
+            expected depth and the expected squared depth ``sum(w z^2) / sum(w)`` (depth.losses' termination loss).
         backend: "auto" (gsplat on CUDA when installed, else the torch reference), "gsplat" or "torch".
         packed, absgrad, antialiased: gsplat options (packed sparse layout, absolute 2D gradients for
             densification, Mip-Splatting's compensation); the torch backend ignores them (never packed).
@@ -113,6 +116,9 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
     sh = torch.cat([params["sh0"], params["shN"]], dim=1)
     quats, scales = params["quats"], torch.exp(params["scales"])
     opacities = torch.sigmoid(params["opacities"])
+    if which == "gsplat" and mode == "RGB+D2":
+        return _render_gsplat_moments(means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree,
+                                      bg, packed, absgrad, antialiased)
     if which == "gsplat":
         from gsplat import rasterization
 
@@ -131,12 +137,43 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
                           camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
                           height=height, n_cameras=C, backend="gsplat", raw=meta)
         return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=info)
+
     colors, alphas, depths, proj = reference.rasterize(
         means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree, backgrounds=bg,
-        with_depth=(mode == "RGB+D"))
+        with_depth=(mode != "RGB"), depth_moments=2 if mode == "RGB+D2" else 1)
     raw = {"means2d": proj.means2d, "radii": proj.radii, "gaussian_ids": None, "width": width, "height": height,
            "n_cameras": C, "depths": proj.depths}
     info = RenderInfo(means2d=proj.means2d, radii=proj.radii, gaussian_ids=None, camera_ids=None,
                       depths=proj.depths, packed=False, width=width, height=height, n_cameras=C,
                       backend="torch", raw=raw)
-    return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=info)
+    return RenderOutput(colors=colors, alphas=alphas, depths=depths[..., :1] if depths is not None else None,
+                        info=info, depths2=depths[..., 1:2] if mode == "RGB+D2" and depths is not None else None)
+
+
+def _render_gsplat_moments(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
+                           sh: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
+                           sh_degree: int, bg: torch.Tensor | None, packed: bool, absgrad: bool,
+                           antialiased: bool) -> RenderOutput:
+    """gsplat with 5 feature channels (RGB, z, z^2) per (camera, Gaussian): the colours are evaluated here as gsplat
+    does (SH along mean - camera centre, ``max(0, SH + 0.5)``) and passed with ``sh_degree=None``; z is the
+    camera-space depth ``(R mean + t).z``, the value gsplat's own depth modes composite."""
+    from gsplat import rasterization, spherical_harmonics
+
+    campos = torch.inverse(viewmats)[:, :3, 3]                                     # (C, 3)
+    dirs = means[None, :, :] - campos[:, None, :]                                  # (C, N, 3)
+    C = viewmats.shape[0]
+    rgb = spherical_harmonics(sh_degree, dirs, sh[None].expand(C, *sh.shape))       # (C, N, 3)
+    rgb = torch.clamp_min(rgb + 0.5, 0.0)
+    z = (torch.einsum("cj,nj->cn", viewmats[:, 2, :3], means) + viewmats[:, 2, 3:4])[..., None]  # (C, N, 1)
+    feats = torch.cat([rgb, z, z * z], dim=-1)                                    # (C, N, 5)
+    out, alphas, meta = rasterization(
+        means, quats, scales, opacities, feats, viewmats, Ks, width, height, sh_degree=None, render_mode="RGB",
+        packed=packed, absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic")
+    moments = out[..., 3:5] / alphas.clamp_min(1e-10)
+    colors = out[..., :3]
+    if bg is not None:
+        colors = colors + (1 - alphas) * bg[:, None, None, :]
+    info = RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
+                      camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
+                      height=height, n_cameras=C, backend="gsplat", raw=meta)
+    return RenderOutput(colors=colors, alphas=alphas, depths=moments[..., :1], info=info, depths2=moments[..., 1:2])

@@ -475,8 +475,9 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     optimizers["means"].param_groups[0]["lr"] = lr
     w, h = views.sizes[idx]
     sh_degree = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
-    # Extra losses that read the rendered depth (depth supervision) set ``needs_depth = True``.
-    mode = "RGB+D" if any(getattr(e, "needs_depth", False) for e in extra_losses or ()) else "RGB"
+    # Extra losses that read the rendered depth (depth supervision) set ``needs_depth = True``, and
+    # ``render_mode = "RGB+D2"`` when they also read E[z^2] (depth.losses' termination loss).
+    mode = _render_mode(extra_losses) if extra_losses else "RGB"
     out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg, mode=mode,
                  backend=config.backend, packed=config.packed, absgrad=config.absgrad)  # type: ignore[arg-type]
     # The regularisers' gradients are added after backward (same maths as loss_terms, one fused kernel on CUDA);
@@ -495,6 +496,12 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
             opt.zero_grad(set_to_none=True)
     densifier.after_step(step, out, lr)
     return loss.detach(), out
+
+
+def _render_mode(extra_losses: list[ExtraLoss]) -> str:
+    """The render mode the extra losses read: "RGB+D2" > "RGB+D" (``needs_depth``) > "RGB"."""
+    modes = {getattr(e, "render_mode", "RGB+D" if getattr(e, "needs_depth", False) else "RGB") for e in extra_losses}
+    return "RGB+D2" if "RGB+D2" in modes else "RGB+D" if "RGB+D" in modes else "RGB"
 
 
 def loss_terms(pred: torch.Tensor, gt: torch.Tensor, opacities: torch.Tensor, scales: torch.Tensor,

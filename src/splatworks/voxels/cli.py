@@ -54,7 +54,9 @@ def _run_train(args: argparse.Namespace) -> int:
                           show_progress_bar=True)
     print(f"MixVoxels model in {res.out_dir}: {res.iterations} iterations in {res.train_seconds:.0f} s, "
           f"model {res.model_bytes / 1e6:.1f} MB, peak memory {res.peak_memory_bytes / 2**30:.2f} GiB, "
-          f"{100 * res.dynamic_voxel_share:.1f}% of occupied voxels dynamic")
+          f"{100 * res.dynamic_voxel_share:.1f}% of occupied voxels dynamic"
+          + (f"; stopped by the {res.time_budget_min:g}-minute time budget (of {res.iterations_planned} planned "
+             f"iterations)" if res.stopped_by_budget else ""))
     return 0
 
 

@@ -69,6 +69,10 @@ class MixVoxelsConfig:
                                  "carries depth targets (issue 8 sources).")
     # ---- bookkeeping --------------------------------------------------------------------------------------
     checkpoint_every: int = option(1000, "Iterations between checkpoints (and at the end).")
+    time_budget_min: float = option(0.0, "Wall-clock cap on the training loop in minutes (0: off). When it is "
+                                    "reached, training stops with a checkpoint; the learning-rate decay and the "
+                                    "grid upsampling follow the elapsed share of the budget when it runs ahead of "
+                                    "the iteration count, so a cut run still ends coarse-to-fine and decayed.")
     eval_chunk: int = option(8192, "Rays per chunk when rendering full images.")
     seed: int = option(0, "Random seed.")
     device: str = option("auto", "Torch device: auto (CUDA when available), cpu, cuda.")
@@ -112,5 +116,7 @@ def validate(cfg: MixVoxelsConfig) -> None:
         raise UserError("dynamic_ray_fraction must be between 0 and 1")
     if cfg.samples_per_ray < 8:
         raise UserError("samples_per_ray must be at least 8")
+    if cfg.time_budget_min < 0:
+        raise UserError("time_budget_min must be >= 0 (0 turns the wall-clock cap off)")
     if not 0.0 < cfg.scale <= 1.0:
         raise UserError("scale must be in (0, 1]")

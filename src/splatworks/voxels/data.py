@@ -135,25 +135,25 @@ def load_ray_data(dataset: DynamicDataset, frames: list[int], scale: float, pixe
         raise InputError("all rig cameras must share one image size for MixVoxels training; "
                          "re-run `splatworks dynamic prepare` with --resize")
     images = torch.empty((c, t, h, w, 3), dtype=torch.uint8, device=device)
-    s1 = torch.zeros((c, h, w, 3), dtype=torch.float64)
-    s2 = torch.zeros((c, h, w, 3), dtype=torch.float64)
+    std = torch.empty((c, h, w), dtype=torch.float32, device=device)
     mask_dynamic = torch.zeros((c, h, w), dtype=torch.bool)
+    staging = torch.empty((t, h, w, 3), dtype=torch.uint8)  # one camera's frames, uploaded at once
     for ci, cam in enumerate(cams):
         for ti, frame in enumerate(frames):
-            arr = load_rgb(dataset.image_path(cam.name, frame), (w, h))
-            x = torch.from_numpy(arr.copy())
-            images[ci, ti] = x.to(device)
-            xf = x.double() / 255.0
-            s1[ci] += xf
-            s2[ci] += xf * xf
+            staging[ti] = torch.from_numpy(load_rgb(dataset.image_path(cam.name, frame), (w, h)).copy())
             if use_masks:
                 m = load_mask(dataset.mask_path(cam.name, frame), (w, h))
                 if m is not None:
                     mask_dynamic[ci] |= torch.from_numpy(~m)
             if progress is not None:
                 progress(ci * t + ti + 1, c * t)
-    mean = s1 / t
-    std = (s2 / t - mean * mean).clamp_min(0).sqrt().mean(-1).float()
+        images[ci] = staging.to(device)
+        # temporal std per pixel and channel (population std), averaged over RGB; on the training device,
+        # frame rows at a time to bound memory (a float copy of the whole camera would be T x H x W x 3 x 4 bytes)
+        for r0 in range(0, h, 64):
+            x = images[ci, :, r0:r0 + 64].float().div_(255.0)
+            std[ci, r0:r0 + 64] = torch.std_mean(x, dim=0, correction=0)[0].mean(-1)
+    std = std.cpu()
     dynamic = (std > pixel_std_threshold) | mask_dynamic
     data = RayData(cameras=cams, frames=list(frames), images=images, pixel_std=std.to(device),
                    dynamic_pixels=dynamic.reshape(-1).nonzero().squeeze(-1).to(device),

@@ -52,9 +52,9 @@ class MixVoxelsResult:
     """What a training run produced (also written to ``result.json``)."""
 
     out_dir: str
-    iterations: int
-    train_seconds: float
-    peak_memory_bytes: int
+    iterations: int              # iterations reached (fewer than planned when the time budget cut the run)
+    train_seconds: float         # wall time of the training loop (this run; data loading excluded)
+    peak_memory_bytes: int       # peak CUDA memory allocated (CPU: peak resident set size)
     model_bytes: int
     final_loss: float
     final_psnr_train: float
@@ -62,6 +62,10 @@ class MixVoxelsResult:
     occupied_share: float
     dynamic_pixel_share: float
     resumed_from: int
+    iterations_planned: int = 0
+    load_seconds: float = 0.0    # reading and uploading the training frames
+    stopped_by_budget: bool = False
+    time_budget_min: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,7 +77,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def upsample_schedule(cfg: MixVoxelsConfig) -> list[tuple[int, int]]:
-    """(iteration, resolution) steps from grid_res_start to grid_res, geometric in resolution."""
+    """(iteration, resolution) steps from grid_res_start to grid_res, geometric in resolution.
+
+    The loop fires a step once its training progress (iteration / iterations, or the elapsed share of the time
+    budget when that is ahead) reaches the step's iteration / iterations."""
     if cfg.grid_res <= cfg.grid_res_start:
         return []
     n = 3
@@ -248,7 +255,7 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     frames = train_frames(dataset, cfg)
-    t_start = time.time()
+    t_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -257,6 +264,7 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
 
     data = load_ray_data(dataset, frames, cfg.scale, cfg.pixel_std_threshold, cfg.use_masks, device,
                          depth if cfg.depth_weight > 0 else None, load_progress)
+    load_seconds = time.perf_counter() - t_start
     start_it = 0
     if resuming:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -294,15 +302,21 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
             bar = tqdm(total=cfg.iterations, initial=start_it, desc="mixvoxels", unit="it")
     loss_val, psnr_val = float("nan"), float("nan")
     it = start_it
+    budget_s = 60.0 * cfg.time_budget_min
+    stopped_by_budget = False
+    t_loop = time.perf_counter()
     for it in range(start_it + 1, cfg.iterations + 1):
-        for up_it, res in schedule:
-            if it == up_it and res > model.field.static_density.res:
-                model.field.upsample(res)
-                optim = _make_optimizer(model, cfg)
+        elapsed = time.perf_counter() - t_loop
+        # progress in [0, 1]: iterations, or the spent share of the time budget when that runs ahead
+        frac = max(it / cfg.iterations, elapsed / budget_s if budget_s > 0 else 0.0)
+        due = [res for up_it, res in schedule if frac >= up_it / cfg.iterations]
+        if due and max(due) > model.field.static_density.res:
+            model.field.upsample(max(due))
+            optim = _make_optimizer(model, cfg)
         if not model.split_active and it > cfg.split_after:
             model.split_active = True
             model.update_occupancy()
-        frac = it / cfg.iterations
+        frac = min(frac, 1.0)
         for g in optim.param_groups:
             g["lr"] = g["base_lr"] * cfg.lr_decay ** frac
 
@@ -338,12 +352,21 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
                 bar.set_postfix(loss=f"{loss_val:.4f}", psnr=f"{psnr_val:.2f}")
         metrics = {"loss": loss_val, "psnr": psnr_val}
         emit(progress, "training", it, cfg.iterations, f"iteration {it}", metrics=metrics)
-        if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
+        stopped_by_budget = budget_s > 0 and time.perf_counter() - t_loop >= budget_s and it < cfg.iterations
+        if stopped_by_budget:
+            log.warning("time budget of %.2f min reached at iteration %d/%d: stopping with a checkpoint",
+                        cfg.time_budget_min, it, cfg.iterations)
+            if model.occupancy is None:  # cut before the first update: renders would sample empty space too
+                model.update_occupancy()
+        if it % cfg.checkpoint_every == 0 or it == cfg.iterations or stopped_by_budget:
             _save_checkpoint(ckpt_path, model, optim, it, frames, gen)
             log.info("iteration %d/%d: loss %.5f, train PSNR %.2f dB, %.0f s", it, cfg.iterations, loss_val,
-                     psnr_val, time.time() - t_start)
+                     psnr_val, time.perf_counter() - t_loop)
             emit(progress, "training", it, cfg.iterations, f"checkpoint at iteration {it}", metrics=metrics,
                  checkpoint=str(ckpt_path))
+        if stopped_by_budget:
+            break
+    train_seconds = time.perf_counter() - t_loop
     if bar is not None:
         bar.close()
     if it == start_it and start_it >= cfg.iterations:
@@ -351,11 +374,13 @@ def train_mixvoxels(dataset: DynamicDataset, out_dir: str | Path, config: MixVox
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _cpu_peak_bytes()
     dyn, n_occ = model.dynamic_voxels()
     occ_share = float(n_occ) / cfg.occupancy_res ** 3
-    result = MixVoxelsResult(out_dir=str(out), iterations=cfg.iterations, train_seconds=time.time() - t_start,
+    result = MixVoxelsResult(out_dir=str(out), iterations=max(it, start_it), train_seconds=train_seconds,
                              peak_memory_bytes=int(peak), model_bytes=model.model_bytes(), final_loss=loss_val,
                              final_psnr_train=psnr_val, dynamic_voxel_share=len(dyn) / max(float(n_occ), 1.0),
                              occupied_share=occ_share, dynamic_pixel_share=data.meta["dynamic_pixel_share"],
-                             resumed_from=start_it)
+                             resumed_from=start_it, iterations_planned=cfg.iterations,
+                             load_seconds=load_seconds, stopped_by_budget=stopped_by_budget,
+                             time_budget_min=cfg.time_budget_min)
     (out / "result.json").write_text(json.dumps(asdict(result), indent=1))
     return result
 
