@@ -133,10 +133,8 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
         colors = colors[..., :3]
         if bg is not None:
             colors = colors + (1 - alphas) * bg[:, None, None, :]
-        info = RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
-                          camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
-                          height=height, n_cameras=C, backend="gsplat", raw=meta)
-        return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=info)
+        return RenderOutput(colors=colors, alphas=alphas, depths=depths, info=_gsplat_info(meta, packed, width,
+                                                                                            height, C))
 
     colors, alphas, depths, proj = reference.rasterize(
         means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree, backgrounds=bg,
@@ -173,7 +171,12 @@ def _render_gsplat_moments(means: torch.Tensor, quats: torch.Tensor, scales: tor
     colors = out[..., :3]
     if bg is not None:
         colors = colors + (1 - alphas) * bg[:, None, None, :]
-    info = RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
+    return RenderOutput(colors=colors, alphas=alphas, depths=moments[..., :1],
+                        info=_gsplat_info(meta, packed, width, height, C), depths2=moments[..., 1:2])
+
+
+def _gsplat_info(meta: dict[str, Any], packed: bool, width: int, height: int, n_cameras: int) -> RenderInfo:
+    """RenderInfo from gsplat's ``meta`` dict (the densifiers read its projected means, radii and ids)."""
+    return RenderInfo(means2d=meta["means2d"], radii=meta["radii"], gaussian_ids=meta.get("gaussian_ids"),
                       camera_ids=meta.get("camera_ids"), depths=meta["depths"], packed=packed, width=width,
-                      height=height, n_cameras=C, backend="gsplat", raw=meta)
-    return RenderOutput(colors=colors, alphas=alphas, depths=moments[..., :1], info=info, depths2=moments[..., 1:2])
+                      height=height, n_cameras=n_cameras, backend="gsplat", raw=meta)
