@@ -35,6 +35,7 @@ import torch
 
 from splatworks.config import option
 from splatworks.errors import UserError
+from splatworks.scene.pixels import project_to_pixels
 
 
 @dataclass
@@ -245,13 +246,8 @@ class FreeSpaceLoss:
         votes = torch.zeros(len(means), dtype=torch.int32, device=means.device)
         _, h, w = self.depths.shape
         for v in range(len(self.depths)):
-            cam = means @ self.viewmats[v, :3, :3].T + self.viewmats[v, :3, 3]
-            z = cam[:, 2]
-            safe = torch.where(z > 1e-6, z, torch.ones_like(z))
-            u = self.Ks[v, 0, 0] * cam[:, 0] / safe + self.Ks[v, 0, 2]
-            r = self.Ks[v, 1, 1] * cam[:, 1] / safe + self.Ks[v, 1, 2]
-            inside = (z > 1e-6) & (u >= 0) & (u < w) & (r >= 0) & (r < h)
-            d = self.depths[v][r.clamp(0, h - 1).long(), u.clamp(0, w - 1).long()]
+            col, row, z, inside = project_to_pixels(means, self.viewmats[v], self.Ks[v], w, h)
+            d = self.depths[v][row, col]
             votes += (inside & (d > 0) & (z < (1 - self.margin) * d)).int()
         return votes >= self.min_views
 

@@ -24,6 +24,9 @@ from typing import Any
 from splatworks.scene.camera import Camera, Scene
 
 DATASET_FILE = "dataset.json"
+# Plane-sweep depth of the first frame's training views (`dynamic prepare`, sfm.mvs.write_depth_maps), relative to
+# the dataset root; frame 0 of the sequential trainer carves free space with it.
+DENSE_DEPTH_FILE = "calibration/dense_depth.npy"
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from splatworks.depth.losses import DepthDistillation
-from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.dynamic.dataset import DENSE_DEPTH_FILE, DynamicDataset
 from splatworks.progress import ProgressFn
 from splatworks.scene.camera import Scene
 
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from splatworks.dynamic.sequential import SequentialConfig
 
 log = logging.getLogger("splatworks.dynamic.sequential")
-
-# Written by `dynamic prepare` (dense points at the known poses), relative to the dataset root.
-DENSE_DEPTH_FILE = "calibration/dense_depth.npy"
 
 
 def first_frame_scene(dataset: DynamicDataset, frame: int, cfg: SequentialConfig) -> Scene:

@@ -18,7 +18,7 @@ import numpy as np
 from splatworks.config import option, to_dict, to_json
 from splatworks.dynamic import calibration as calib
 from splatworks.dynamic import exchange, frames as fr, masks as mk
-from splatworks.dynamic.dataset import DATASET_FILE, DynamicDataset
+from splatworks.dynamic.dataset import DATASET_FILE, DENSE_DEPTH_FILE, DynamicDataset
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.sfm.mvs import DenseConfig
@@ -254,7 +254,7 @@ def _dense_points(rig: Any, root: Path, frame: int, cfg: PrepareConfig, points_r
     emit(progress, "calibration", 0, 1, f"dense points of frame {frame} at the known poses")
     try:
         xyz, rgb, report = pt.dense_rig_points(rig, root / "images", frame, cfg.mvs,
-                                               depth_out=root / "calibration" / "dense_depth.npy")
+                                               depth_out=root / DENSE_DEPTH_FILE)
     except (UserError, RuntimeError, ValueError, OSError) as exc:
         if cfg.dense == "on":
             raise UserError(f"dense points at the known poses failed: {exc}; pass --dense off") from exc
@@ -269,7 +269,7 @@ def _dense_points(rig: Any, root: Path, frame: int, cfg: PrepareConfig, points_r
     log.info("points of frame %d: %d sparse + %d dense (plane-sweep MVS on %d training views, %.1f s)", frame,
              sparse, len(xyz), len(report["views"]), sum(report["seconds"].values()))
     report = {k: v for k, v in report.items() if k != "views"}
-    return {**report, "frame": frame, "depth_maps": "calibration/dense_depth.npy"}
+    return {**report, "frame": frame, "depth_maps": DENSE_DEPTH_FILE}
 
 
 def prepare(videos_dir: str | Path, out_dir: str | Path, config: PrepareConfig | None = None,

@@ -49,6 +49,7 @@ from splatworks.depth.losses import DepthDistillation
 from splatworks.dynamic.dataset import DynamicDataset
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
+from splatworks.scene.pixels import project_to_pixels
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +175,7 @@ def project_centres(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
         col, row: (N,) int64 pixel indices (pixel i covers [i, i+1): centres at +0.5).
         inside: (N,) bool, in front of the camera and inside the image.
     """
-    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
-    z = cam[:, 2]
-    safe = torch.where(z.abs() < 1e-9, torch.full_like(z, 1e-9), z)
-    u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
-    v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
-    inside = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    col = torch.floor(u.clamp(0, width - 1)).long()
-    row = torch.floor(v.clamp(0, height - 1)).long()
+    col, row, _, inside = project_to_pixels(means, viewmat, K, width, height)
     return col, row, inside
 
 
@@ -371,6 +365,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     """
     t0 = time.perf_counter()
     from splatworks.splat.metrics import photometric_loss
+    from splatworks.splat.render import render
 
     stats = FrameStats()
     if frozen is not None and bool(frozen.any()):
@@ -415,8 +410,6 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                                      with_depth=distill is not None)
             per_view = [(c, K, static, depth, crops[c])]
         else:
-            from splatworks.splat.render import render
-
             wins = same_size_windows([crops[c] for c in picked], [views.sizes[c] for c in picked])
             parts = [crop_view(views, c, w) for c, w in zip(picked, wins)]
             out = render(scene, views.viewmats[picked], torch.stack([p[0] for p in parts]), wins[0].size[0],

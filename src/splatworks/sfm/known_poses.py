@@ -214,7 +214,7 @@ def triangulate_stages(job: dict[str, Any], send: Any) -> dict[str, Any]:
     """Features, matching, pose-guided verification, triangulation, export (runs in the worker)."""
     import pycolmap
 
-    from splatworks.sfm.worker import LogProgress
+    from splatworks.sfm.worker import LogProgress, extract_sift
 
     sfm, cfg = job["sfm"], job["config"]
     work = Path(job["work_dir"])
@@ -232,17 +232,8 @@ def triangulate_stages(job: dict[str, Any], send: Any) -> dict[str, Any]:
     # ---- features, with the known intrinsics written into the database ------------------------------------
     t0 = time.time()
     send("event", "sfm.extract", 0, len(names), f"extracting SIFT features from {len(names)} images")
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = "PINHOLE"
-    ext = pycolmap.FeatureExtractionOptions()
-    ext.max_image_size = int(sfm["max_image_size"])
-    ext.num_threads = threads
-    ext.sift.max_num_features = int(sfm["max_num_features"])
-    ext.sift.estimate_affine_shape = bool(sfm["estimate_affine_shape"])
-    ext.sift.domain_size_pooling = bool(sfm["domain_size_pooling"])
     with LogProgress(work / "colmap.log", "sfm.extract", send):
-        pycolmap.extract_features(db_path, images, image_names=names, camera_mode=pycolmap.CameraMode.PER_IMAGE,
-                                  reader_options=reader, extraction_options=ext, device=pycolmap.Device.cpu)
+        extract_sift(pycolmap, db_path, images, names, sfm, "PINHOLE", pycolmap.CameraMode.PER_IMAGE, threads)
     db = pycolmap.Database.open(db_path)
     try:
         db_images = {im.name: im for im in db.read_all_images()}

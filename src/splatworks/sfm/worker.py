@@ -56,6 +56,22 @@ def match_database(pycolmap: Any, db_path: str | Path, cfg: dict[str, Any], matc
                                       device=pycolmap.Device.cpu)
 
 
+def extract_sift(pycolmap: Any, db_path: str | Path, images: Path, names: list[str], cfg: dict[str, Any],
+                 camera_model: str, camera_mode: Any, threads: int) -> None:
+    """COLMAP SIFT extraction into ``db_path`` with the SfM config's feature settings (CPU), one call for full SfM
+    and for triangulation at known poses."""
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = camera_model
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.max_image_size = int(cfg["max_image_size"])
+    ext.num_threads = threads
+    ext.sift.max_num_features = int(cfg["max_num_features"])
+    ext.sift.estimate_affine_shape = bool(cfg["estimate_affine_shape"])
+    ext.sift.domain_size_pooling = bool(cfg["domain_size_pooling"])
+    pycolmap.extract_features(db_path, images, image_names=names, camera_mode=camera_mode, reader_options=reader,
+                              extraction_options=ext, device=pycolmap.Device.cpu)
+
+
 def worker_main(job: dict[str, Any], queue: Any) -> None:
     """Entry point of the worker process: run every stage, report through ``queue`` (``sfm.process``)."""
     from splatworks.sfm.process import serve
@@ -139,18 +155,9 @@ def run_stages(job: dict[str, Any], send: Send) -> dict[str, Any]:
     # ---- features ----------------------------------------------------------------------------------------------
     t0 = time.time()
     send("event", "sfm.extract", 0, len(names), f"extracting SIFT features from {len(names)} images")
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = cfg["camera_model"]
-    ext = pycolmap.FeatureExtractionOptions()
-    ext.max_image_size = int(cfg["max_image_size"])
-    ext.num_threads = threads
-    ext.sift.max_num_features = int(cfg["max_num_features"])
-    ext.sift.estimate_affine_shape = bool(cfg["estimate_affine_shape"])
-    ext.sift.domain_size_pooling = bool(cfg["domain_size_pooling"])
     mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE}[job["camera_mode"]]
     with LogProgress(work / "colmap.log", "sfm.extract", send):
-        pycolmap.extract_features(db_path, images, image_names=names, camera_mode=mode, reader_options=reader,
-                                  extraction_options=ext, device=pycolmap.Device.cpu)
+        extract_sift(pycolmap, db_path, images, names, cfg, cfg["camera_model"], mode, threads)
     seconds["extract"] = time.time() - t0
     send("event", "sfm.extract", len(names), len(names), f"features extracted in {seconds['extract']:.1f} s")
 
