@@ -403,21 +403,15 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                 order = [int(i) for i in rng.permutation(len(views.names))]
             picked.append(order.pop())
         scene = trainable if constant is None else {k: torch.cat([constant[k], trainable[k]]) for k in trainable}
-        if batch == 1:
-            c = picked[0]
-            K, size, target, static = crop_view(views, c, crops[c])
-            rgb, depth = render_view(scene, views.viewmats[c], K, size, cfg.sh_degree, background, cfg.backend,
-                                     with_depth=distill is not None)
-            per_view = [(c, K, static, depth, crops[c])]
-        else:
-            wins = same_size_windows([crops[c] for c in picked], [views.sizes[c] for c in picked])
-            parts = [crop_view(views, c, w) for c, w in zip(picked, wins)]
-            out = render(scene, views.viewmats[picked], torch.stack([p[0] for p in parts]), wins[0].size[0],
-                         wins[0].size[1], sh_degree=cfg.sh_degree, background=background,
-                         mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend)
-            rgb, target = out.colors, torch.stack([p[2] for p in parts])
-            depths = out.depths[..., 0] if out.depths is not None else [None] * batch
-            per_view = [(c, p[0], p[3], d, w) for c, p, d, w in zip(picked, parts, depths, wins)]
+        # Same-size windows (the crops, grown to the largest) so the views render in one rasterizer call.
+        wins = same_size_windows([crops[c] for c in picked], [views.sizes[c] for c in picked])
+        parts = [crop_view(views, c, w) for c, w in zip(picked, wins)]
+        out = render(scene, views.viewmats[picked], torch.stack([p[0] for p in parts]), wins[0].size[0],
+                     wins[0].size[1], sh_degree=cfg.sh_degree, background=background,
+                     mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend)
+        rgb, target = out.colors, torch.stack([p[2] for p in parts])
+        depths = out.depths[..., 0] if out.depths is not None else [None] * batch
+        per_view = [(c, p[0], p[3], d, w) for c, p, d, w in zip(picked, parts, depths, wins)]
         loss = photometric_loss(rgb, target, cfg.ssim_lambda)
         photo = loss.detach()
         for c, K, static, depth, win in per_view:
@@ -428,8 +422,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                 static_last = sl.detach()
                 loss = loss + cfg.static_loss_weight * sl
             if distill is not None and depth is not None:
-                rows_cols = None if win is None else (slice(win.y0, win.y1), slice(win.x0, win.x1))
-                loss = loss + distill.loss(depth, c, static, rows_cols) / batch
+                loss = loss + distill.loss(depth, c, static, (slice(win.y0, win.y1), slice(win.x0, win.x1))) / batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = clip_gradients(trainable, cfg.grad_clip_norm, cfg.grad_clip_mode == "gaussian").to(norm_max.device)
