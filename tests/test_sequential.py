@@ -61,7 +61,11 @@ CONSTRAINED_EVENTS: list = []
 @pytest.fixture(scope="module")
 def run_constrained(rig, frame0_free, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("c") / "run"
-    _continue(frame0_free, out, rig, tiny(freeze_static=False), progress=CONSTRAINED_EVENTS.append)
+    # Every Gaussian free to move (no frozen layer, no per-frame active set): the constraint alone holds the background.
+    # frame_params 'all': on this 400-splat rig frame 0 puts 0-2 splats on each moving object, so only appearance
+    # changes can show it following them (the motion-only default is tested on a blob below).
+    _continue(frame0_free, out, rig, tiny(freeze_static=False, active_set="all", frame_params="all"),
+              progress=CONSTRAINED_EVENTS.append)
     return out
 
 
@@ -75,14 +79,17 @@ def test_resumed_run_reports_each_finished_frame_once_in_order(rig, run_constrai
 @pytest.fixture(scope="module")
 def run_free(rig, frame0_free, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("f") / "run"
-    _continue(frame0_free, out, rig, tiny(freeze_static=False, static_loss_weight=0.0))
+    _continue(frame0_free, out, rig, tiny(freeze_static=False, active_set="all", frame_params="all",
+                                          static_loss_weight=0.0))
     return out
 
 
 @pytest.fixture(scope="module")
 def run_frozen(rig, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("frozen")
-    seq.train_sequence(rig, out, tiny())
+    # The defaults' speed path: frozen layer, per-frame active set, cropped views (60 steps: the active set moves
+    # fewer splats per frame than 'all', so it needs a few more steps on this tiny budget; appearance free as above).
+    seq.train_sequence(rig, out, tiny(iterations_per_frame=60, frame_params="all"))
     return out
 
 
@@ -184,6 +191,81 @@ def test_frozen_cropped_run_follows_moving_objects_and_keeps_the_static_layer(ri
     assert trained > stale + 0.5
 
 
+def test_active_set_optimises_only_what_moves_now_and_keeps_the_rest_bit_identical(rig, run_frozen):
+    """active_set 'frame': at frame t only the Gaussians that the masks call dynamic at t-1 or t change; every other
+    non-frozen row keeps frame t-1's values exactly (no background flicker, small export deltas)."""
+    cfg = seq.load_config(run_frozen)
+    assert cfg.active_set == "frame"
+    lines = seq.read_metrics(run_frozen)
+    for k in range(1, len(rig.frames)):
+        prev, ids_p, st_p = seq.load_frame_gaussians(run_frozen, rig.frames[k - 1])
+        cur, ids_c, st_c = seq.load_frame_gaussians(run_frozen, rig.frames[k])
+        assert torch.equal(ids_p, ids_c)
+        views = seq.load_frame(rig, rig.frames[k], rig.train_camera_names, torch.device("cpu"))
+        moving = ~seq.frozen_rows_by_vote(prev["means"], views, rig, [rig.frames[k - 1], rig.frames[k]],
+                                          cfg.freeze_dilation, cfg.freeze_quorum) & ~st_p
+        changed = torch.zeros(len(ids_c), dtype=torch.bool)
+        for key in seq.PARAM_KEYS:
+            changed |= (cur[key] != prev[key]).reshape(len(ids_c), -1).any(dim=1)
+        assert not bool((changed & ~moving).any())          # nothing outside the active set moved, bit for bit
+        assert int(changed.sum()) == lines[k]["n_active"] == int(moving.sum())
+        assert 0 < lines[k]["n_active"] < lines[k]["n_dynamic"]
+
+
+def test_motion_only_frames_follow_a_moving_blob_and_keep_its_appearance(rig):
+    """frame_params 'motion' (the default): a blob of splats rendered one step further along in every training view
+    is followed by moving the splats (centres and rotations only), not by repainting them."""
+    cfg = tiny(iterations_per_frame=150)
+    assert cfg.frame_params == "motion"
+    g = torch.Generator().manual_seed(3)
+    from splatworks.synthetic.scenes import moving_objects
+
+    centre = torch.tensor(moving_objects(0, 0, 24)[1].center, dtype=torch.float32)   # where the rig films the box
+    n = 80
+    blob = {"means": centre + 0.15 * torch.randn(n, 3, generator=g), "quats": torch.randn(n, 4, generator=g),
+            "scales": torch.full((n, 3), float(np.log(0.06))), "opacities": torch.full((n,), 2.0),
+            "sh0": torch.rand(n, 1, 3, generator=g) * 2 - 1, "shN": torch.zeros(n, 0, 3)}
+    shift = torch.tensor([0.12, -0.05, 0.04])
+    views = seq.load_frame(rig, rig.frames[0], rig.train_camera_names, torch.device("cpu"))
+    moved = {**blob, "means": blob["means"] + shift}
+    with torch.no_grad():
+        views.images = [seq.render_view(moved, views.viewmats[c], views.Ks[c], views.sizes[c], 0, torch.zeros(3),
+                                        "torch")[0] for c in range(len(views.names))]
+    views.static = [torch.zeros_like(st) for st in views.static]          # everything moves: no constraint here
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in blob.items()})
+    seq.optimize_frame(params, views, cfg, iterations=150, radius=rig.rig.camera_extent()[1], lr_means=cfg.lr_means,
+                       background=torch.zeros(3), rng=np.random.default_rng(0), anchor=blob["means"].clone(),
+                       param_keys=seq.MOTION_KEYS)
+    step = (params["means"].detach() - blob["means"]).mean(dim=0)
+    print("blob moved", step.tolist(), "truth", shift.tolist())
+    assert float(torch.nn.functional.cosine_similarity(step, shift, dim=0)) > 0.9
+    assert 0.5 < float(step.norm() / shift.norm()) < 1.5
+    for key in ("scales", "opacities", "sh0"):
+        assert torch.equal(params[key].detach(), blob[key])                 # appearance untouched, bit for bit
+
+
+def test_footprint_windows_hold_every_optimised_splat():
+    """A cropped window must hold the whole footprint (3 sigma) of every splat being optimised, so none can grow
+    where the loss does not look; a splat reaching the camera plane takes the whole view."""
+    K = torch.tensor([[50.0, 0.0, 40.0], [0.0, 50.0, 30.0], [0.0, 0.0, 1.0]])
+    views = seq.FrameViews(names=["c"], viewmats=torch.eye(4)[None], Ks=K[None], sizes=[(80, 60)],
+                           images=[torch.zeros(60, 80, 3)], static=[torch.ones(60, 80, dtype=torch.bool)])
+    means = torch.tensor([[0.0, 0.0, 5.0], [0.5, 0.2, 4.0]])
+    log_scales = torch.log(torch.tensor([[0.1, 0.05, 0.05], [0.02, 0.02, 0.02]]))
+    (box,) = seq.footprint_boxes(means, log_scales, views)
+    u, v = 50 * means[:, 0] / means[:, 2] + 40, 50 * means[:, 1] / means[:, 2] + 30
+    r = 3 * 50 * torch.tensor([0.1, 0.02]) / means[:, 2]           # 3 sigma of the largest axis, in pixels
+    assert box.x0 <= float((u - r).min()) and box.x1 >= float((u + r).max())
+    assert box.y0 <= float((v - r).min()) and box.y1 >= float((v + r).max())
+    assert box.size[0] < 80 and box.size[1] < 60                  # a real crop here
+    (whole,) = seq.footprint_boxes(torch.tensor([[0.0, 0.0, 0.1]]), torch.log(torch.tensor([[0.2, 0.2, 0.2]])), views)
+    assert (whole.x0, whole.y0, whole.x1, whole.y1) == (0, 0, 80, 60)
+    (none,) = seq.footprint_boxes(torch.tensor([[0.0, 0.0, -5.0]]), torch.log(torch.tensor([[0.1, 0.1, 0.1]])), views)
+    assert none is None                                            # behind the camera: not in this view
+    grown = seq.union_boxes([seq.ViewCrop(10, 10, 20, 20)], [box], [(80, 60)], margin=2)[0]
+    assert grown.x0 == max(0, min(10, box.x0) - 2) and grown.x1 == min(80, max(20, box.x1) + 2)
+
+
 def test_views_per_step_batches_cropped_views_and_still_follows(rig, tmp_path):
     """Several cropped views in one rasterizer call per step: same-size windows inside each view, and the
     moving objects are still followed; iterations keep counting views."""
@@ -196,7 +278,7 @@ def test_views_per_step_batches_cropped_views_and_still_follows(rig, tmp_path):
         if crop is not None:  # the window holds the crop
             assert win.x0 <= crop.x0 and crop.x1 <= win.x1 and win.y0 <= crop.y0 and crop.y1 <= win.y1
     out = tmp_path / "run"
-    seq.train_sequence(rig, out, tiny(views_per_step=3, iterations_per_frame=90))  # 30 steps, as the others
+    seq.train_sequence(rig, out, tiny(views_per_step=3, iterations_per_frame=90, frame_params="all"))  # 30 steps
     lines = seq.read_metrics(out)
     assert all(l["iterations"] == 90 for l in lines[1:])
     first, _, _ = seq.load_frame_gaussians(out, rig.frames[0])
@@ -340,21 +422,32 @@ def test_export_4d_static_layer_once_and_dynamic_per_frame(rig, run_frozen, tmp_
 
     m = export_4d(run_frozen, tmp_path / "exp")
     assert m["frames"] == m["frames_ready"] == len(rig.frames) and m["static"] == "static.splat"
+    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD1"
     lines = seq.read_metrics(run_frozen)
     static_n = len(torch.load(run_frozen / seq.STATIC_FILE)["ids"])
-    assert m["bytes"]["static"] == 32 * static_n
+    assert m["bytes"]["static"] == 32 * static_n and m["dynamic_count"] == lines[0]["n_dynamic"]
     for i, line in enumerate(lines):
-        assert m["bytes"]["per_frame"][i] == 32 * line["n_dynamic"] == (tmp_path / "exp" / m["frame_files"][i]).stat().st_size
+        size = (tmp_path / "exp" / m["frame_files"][i]).stat().st_size
+        assert m["bytes"]["per_frame"][i] == size
+        if i == 0:
+            assert size == 32 * line["n_dynamic"]           # frame 0: the whole dynamic layer
+        else:
+            n_rows = (size - 12) / 36                       # a delta: header, then (row index, record) per row
+            assert n_rows == int(n_rows) and 0 < n_rows <= line["n_active"] < line["n_dynamic"]
         layers = load_frame_layers(tmp_path / "exp", i)
         full, _, _ = seq.load_frame_gaussians(run_frozen, line["frame"])
-        assert len(layers["means"]) == line["n_gaussians"]
-        a = torch.sort(layers["means"][:, 0]).values
+        drawn = layers["scales"].max(dim=1).values > -20   # rows of pruned Gaussians draw nothing (scale 0)
+        assert int(drawn.sum()) == line["n_gaussians"]
+        a = torch.sort(layers["means"][drawn][:, 0]).values
         b = torch.sort(full["means"][:, 0]).values
-        assert torch.allclose(a, b, atol=1e-5)
+        assert torch.equal(a, b)                            # float32 positions: exact
     doc = json.loads((tmp_path / "exp" / "manifest.json").read_text())  # what the viewer reads (docs/viewer.md)
     assert doc["frame_urls"] == m["frame_files"] and doc["format"] == "splat"
-    assert [doc["frame_pattern"].replace("{frame}", f"{i:0{doc['frame_digits']}d}") for i in range(doc["frames"])] \
-        == doc["frame_urls"]
+    assert doc["frame_urls"] == ["frames/000000.splat"] + [f"frames/{i:06d}.swd" for i in range(1, doc["frames"])]
+    old = export_4d(run_frozen, tmp_path / "full", encoding="full")  # the schema 1 layout stays available
+    assert old["bytes"]["per_frame"] == [32 * line["n_dynamic"] for line in lines] and "encoding" not in old
+    assert [old["frame_pattern"].replace("{frame}", f"{i:0{old['frame_digits']}d}") for i in range(old["frames"])] \
+        == old["frame_urls"]
 
 
 def test_temporal_metrics_on_known_videos():
@@ -397,6 +490,7 @@ def test_sequence_on_gsplat(rig, tmp_path):
     assert lines[-1]["psnr"] > lines[0]["psnr"] - 1.0
     m = export_4d(tmp_path / "run", tmp_path / "exp")
     assert m["frames_ready"] == len(rig.frames) and m["bytes"]["static"] > 0
+    assert m["encoding"] == "delta" and m["bytes"]["per_frame"][0] == 32 * m["dynamic_count"]
 
 
 # ---- frame 0's start: real points, a random fallback that covers the scene, the static trainer's recipe -----------

@@ -59,10 +59,12 @@ def upload(client: httpx.Client, files: list[tuple[str, Path]] | list[tuple[str,
     return client.post("/recon/dynamic-jobs", files=parts, data={k: str(v) for k, v in fields.items()})
 
 
-def read_splat_bytes(data: bytes) -> np.ndarray:
+def read_splat_bytes(data: bytes, pruned_rows: bool = False) -> np.ndarray:
     assert len(data) > 0 and len(data) % 32 == 0, f"{len(data)} bytes is not a .splat"
     rec = np.frombuffer(data, dtype=[("p", "<f4", 3), ("s", "<f4", 3), ("c", "u1", 4), ("r", "u1", 4)])
-    assert np.isfinite(rec["p"]).all() and (rec["s"] > 0).all()
+    # A delta layer keeps pruned Gaussians as rows that draw nothing: scales 0 and opacity byte 0.
+    drawn = rec["c"][:, 3] > 0 if pruned_rows else np.ones(len(rec), dtype=bool)
+    assert np.isfinite(rec["p"]).all() and (rec["s"][drawn] > 0).all() and (rec["s"][~drawn] == 0).all()
     return rec
 
 
@@ -99,15 +101,28 @@ def test_videos_upload_runs_to_done_and_4d_files_video_and_metrics_download(serv
         static = c.get(str(base.join(m["static"])))
         assert static.status_code == 200 and len(static.content) == m["bytes"]["static"]
         read_splat_bytes(static.content)
-        layers = []
+        # Delta encoding (dynamic/export4d.py): frame 0's whole layer, then only the changed rows per frame.
+        from splatworks.dynamic.export4d import decode_delta
+
+        assert m["encoding"] == "delta" and m["frame_urls"][0].endswith(".splat")
+        layers, current = [], None
         for i, rel in enumerate(m["frame_urls"]):
             r = c.get(str(base.join(rel)))
             assert r.status_code == 200 and len(r.content) == m["bytes"]["per_frame"][i]
-            layers.append(read_splat_bytes(r.content))
+            if i == 0:
+                current = np.frombuffer(read_splat_bytes(r.content).tobytes(), np.uint8).reshape(-1, 32).copy()
+                assert len(current) == m["dynamic_count"]
+            else:
+                assert rel.endswith(".swd")
+                rows, records = decode_delta(r.content, len(current), rel)
+                current[rows] = records
+            layers.append(read_splat_bytes(current.tobytes(), pruned_rows=True))
         # The moving objects' Gaussians move between the first and the last frame (ids line up: no pruning here).
         if len(layers[0]) == len(layers[-1]):
             assert np.abs(layers[0]["p"] - layers[-1]["p"]).max() > 1e-4
         assert c.get(f"/recon/pub/{pub_key}/4d/frames/000009.splat").status_code == 404
+        assert c.get(f"/recon/pub/{pub_key}/4d/frames/000009.swd").status_code == 404
+        assert c.get(f"/recon/pub/{pub_key}/4d/frames/000001.txt").status_code == 404
         assert c.get(f"/recon/pub/{pub_key}/4d/frames/..%2Fmanifest.json").status_code == 404
 
         video = c.get(info["video"])

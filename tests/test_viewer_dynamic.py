@@ -5,6 +5,10 @@ A known tiny sequence is published in a dynamic job's folder exactly as ``pipeli
 start view). The page is opened as ``/v/{pub_key}`` with no manifest parameter: it must find the 4D sequence from
 ``/info`` (kind "dynamic") and the job's ``/4d/`` routes. Screenshots at two times must differ where the object
 moved and match where nothing moved.
+
+A delta-encoded export (``dynamic/export4d.py``: frame 0's layer, then only the changed rows per frame) of a
+trained run in the trainer's own layout is played the same way: frames reached forward, backward and forward again
+show what they should, and what a full-layer export of the same run shows; a damaged delta says so on screen.
 """
 
 from __future__ import annotations
@@ -38,11 +42,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]
         yield settings, url
 
 
-def publish_sequence(settings: Any, n_frames: int = 4, ready: int = 3) -> dict[str, Any]:
-    """A dynamic job whose export holds a white static blob and a red blob moving left to right."""
+def new_dynamic_job(settings: Any) -> tuple[Path, str, np.ndarray, np.ndarray, np.ndarray]:
+    """A running dynamic job with the rig of its start view: (job folder, pub_key, target, up, right)."""
     from splatworks.service.jobs import JobPaths, new_id
     from splatworks.service.store import JobRecord, open_store
-    from splatworks.splat.io import write_splat
 
     job_id, pub_key = new_id(), new_id()
     root = JobPaths.of(settings.jobs_dir, job_id).make().root
@@ -52,6 +55,20 @@ def publish_sequence(settings: Any, n_frames: int = 4, ready: int = 3) -> dict[s
     target, up = np.asarray(start["target"]), np.asarray(start["up"])
     right = np.cross(target - np.asarray(start["position"]), up)
     right /= np.linalg.norm(right)
+    store = open_store(settings.resolved_database_url)
+    try:
+        store.create(JobRecord(job_id=job_id, pub_key=pub_key, kind="dynamic", status="RUNNING", stage="frame 3 of 4",
+                               input_kind="videos", input_files=4, created_at=time.time()))
+    finally:
+        store.close()
+    return root, pub_key, target, up, right
+
+
+def publish_sequence(settings: Any, n_frames: int = 4, ready: int = 3) -> dict[str, Any]:
+    """A dynamic job whose export holds a white static blob and a red blob moving left to right."""
+    from splatworks.splat.io import write_splat
+
+    root, pub_key, target, up, right = new_dynamic_job(settings)
     static_pos = target + 0.75 * up
     moving = [target + (i - (n_frames - 1) / 2) * 0.7 * right + 0.1 * up for i in range(n_frames)]
     export = root / "export"
@@ -71,12 +88,6 @@ def publish_sequence(settings: Any, n_frames: int = 4, ready: int = 3) -> dict[s
         tmp.replace(export / "manifest.json")
 
     manifest(ready)
-    store = open_store(settings.resolved_database_url)
-    try:
-        store.create(JobRecord(job_id=job_id, pub_key=pub_key, kind="dynamic", status="RUNNING", stage="frame 3 of 4",
-                               input_kind="videos", input_files=4, created_at=time.time()))
-    finally:
-        store.close()
     return {"pub_key": pub_key, "static": static_pos, "moving": moving, "manifest": manifest}
 
 
@@ -140,6 +151,133 @@ def test_viewer_plays_a_dynamic_job_from_its_4d_routes(served, browser, tmp_path
     b.eval("window.splatworks.player.play()")
     b.wait("window.splatworks.player.displayedFrame === 3", 30)
     b.eval("window.splatworks.player.pause()")
+
+
+GREEN, BLUE = np.array([0.05, 1.0, 0.05]), np.array([0.1, 0.3, 1.0])
+SCENE = (slice(56, 176), slice(0, W))  # the rows where the blobs are, clear of the status panel and the player bar
+
+
+def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready: int = 3) -> dict[str, Any]:
+    """A trained run in the trainer's layout (static.pt + frames/NNNNNN.pt), exported delta-encoded for one job
+    and full-layer for another. Static: a white blob; dynamic layer (ids 1, 2, 3): a red blob moving left to
+    right, a green one that never changes (bit-identical rows), a blue one pruned at frame 2."""
+    import torch
+
+    from splatworks.dynamic import sequence_io as sio
+    from splatworks.dynamic.export4d import export_4d
+
+    root, delta_key, target, up, right = new_dynamic_job(settings)
+    full_root, full_key, *_ = new_dynamic_job(settings)  # the same rig, so the same start view
+    run = tmp_path / "run"
+
+    def save(path: Path, ids: list[int], centres: list[np.ndarray], colours: list[np.ndarray]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"ids": torch.tensor(ids), **blob_params(np.stack(centres), np.stack(colours), scale=0.14)}, path)
+
+    static_pos = target + 0.75 * up
+    moving = [target + (i - (n_frames - 1) / 2) * 0.7 * right + 0.1 * up for i in range(n_frames)]
+    green, blue = target + 0.75 * up - right, target + 0.75 * up + right  # beside the white one (clear of the UI)
+    save(run / sio.STATIC_FILE, [0], [static_pos], [WHITE])
+    for i in range(n_frames):
+        ids, centres, colours = [1, 2], [moving[i], green], [RED, GREEN]
+        if i < 2:
+            ids, centres, colours = ids + [3], centres + [blue], colours + [BLUE]
+        save(sio.frame_file(run, i), ids, centres, colours)
+    (run / "source.json").write_text(json.dumps({"fps": 4.0}))
+
+    def train_until(done: int) -> None:  # training finishes frames; the pipeline re-exports after each
+        (run / sio.STATE_FILE).write_text(json.dumps({"frames_done": list(range(done)), "frames_total": n_frames}))
+        export_4d(run, root / "export")
+        export_4d(run, full_root / "export", encoding="full")
+
+    train_until(ready)
+    return {"delta": delta_key, "full": full_key, "export": root / "export", "static": static_pos,
+            "moving": moving, "green": green, "blue": blue, "train_until": train_until}
+
+
+def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, browser, tmp_path) -> None:
+    settings, url = served
+    seq = publish_trained_run(settings, tmp_path)
+    b = browser
+    b.goto(f"{url}/v/{seq['delta']}?poll=300")
+    b.wait("window.splatworks && window.splatworks.player && window.splatworks.player.displayedFrame === 0", 90)
+    player = "window.splatworks.player"
+    assert b.eval(f"{player}.encoding") == "delta" and b.eval(f"{player}.framesReady") == 3
+    settle(b, 0)
+    # No layer cache and no prefetch: every frame below is materialised from frame 0's bytes and the deltas.
+    b.eval(f"(() => {{ const p = {player}; p.cacheSize = 1; p.prefetch = 0; p.evict(); }})()")
+    assert b.eval(f"[...{player}.cache.keys()]") == [0]
+    pose = b.eval("window.splatworks.cameraPose()")
+    uv = project_threejs(pose, np.stack([seq["static"], seq["green"], seq["blue"], *seq["moving"]]), W, H)
+    for u, v in uv:
+        assert 20 < u < W - 20 and 20 < v < H - 20, f"a blob projects off screen at {(u, v)}"
+    uv_static, uv_green, uv_blue, uv_moving = uv[0], uv[1], uv[2], uv[3:]
+    shots: dict[int, np.ndarray] = {0: b.screenshot(tmp_path / "d0.png")}
+
+    def show(frame: int, patched_from: int) -> np.ndarray:
+        seek(b, frame)
+        settle(b, frame)
+        assert b.eval(f"{player}.deltaLayers.lastPatch") == {"from": patched_from, "to": frame}
+        assert b.eval(f"{player}.displayedSplats") == 3  # frame 0's rows, the pruned one included
+        assert b.eval("JSON.stringify(window.splatworks.cameraPose())") == json.dumps(pose, separators=(",", ":"))
+        return b.screenshot(tmp_path / f"d{frame}_{patched_from}.png")
+
+    def check(img: np.ndarray, frame: int) -> None:
+        assert np.abs(dominant_colour_at(img, uv_moving[frame]) - 255 * RED).max() < 70, frame
+        for other in range(len(seq["moving"])):
+            if other != frame:
+                assert dominant_colour_at(img, uv_moving[other]).max() < 60, (frame, other)
+        assert np.abs(dominant_colour_at(img, uv_static) - 255 * WHITE).max() < 70
+        assert np.abs(dominant_colour_at(img, uv_green) - 255 * GREEN).max() < 70
+        if frame < 2:
+            assert np.abs(dominant_colour_at(img, uv_blue) - 255 * BLUE).max() < 70
+        else:
+            assert dominant_colour_at(img, uv_blue).max() < 60, "a pruned Gaussian is still drawn"
+
+    check(shots[0], 0)
+    shots[2] = show(2, 2)   # the initial prefetch left the cursor at frame 2: nothing to apply
+    shots[1] = show(1, 0)   # backwards: starts again from frame 0's bytes, applies delta 1
+    seq["train_until"](4)   # training finishes frame 3: the player picks it up from the manifest
+    b.wait(f"{player}.framesReady === 4", 15)
+    shots[3] = show(3, 1)   # forwards from the cursor: deltas 2 and 3
+    again = show(2, 0)
+    for frame, img in shots.items():
+        check(img, frame)
+    same = np.abs(again[SCENE].astype(float) - shots[2][SCENE].astype(float))
+    assert same.mean() < 0.2 and same.max() < 24  # the same frame materialised twice: the same picture
+    assert np.abs(patch(shots[0], uv_moving[0]) - patch(shots[2], uv_moving[0])).max(axis=2).mean() > 60
+    assert np.abs(patch(shots[0], uv_green) - patch(shots[3], uv_green)).max(axis=2).mean() < 8
+
+    # The full-layer export of the same run shows the same pictures.
+    b.goto(f"{url}/v/{seq['full']}?poll=300")
+    b.wait(f"window.splatworks && {player} && {player}.displayedFrame === 0", 90)
+    assert b.eval(f"{player}.encoding") == "full"
+    for frame in (2, 3):
+        seek(b, frame)
+        settle(b, frame)
+        assert b.eval(f"{player}.displayedSplats") == 2  # the pruned Gaussian is not in these frames' files
+        full = b.screenshot(tmp_path / f"f{frame}.png")
+        same = np.abs(full[SCENE].astype(float) - shots[frame][SCENE].astype(float))
+        assert same.mean() < 0.2 and same.max() < 24, (frame, same.mean(), same.max())
+
+    # A damaged delta: the player says which file and why, keeps the last good frame, and recovers once fixed.
+    bad = seq["export"] / "frames" / "000003.swd"
+    good = bad.read_bytes()
+    bad.write_bytes(good[:-7])
+    b.goto(f"{url}/v/{seq['delta']}?poll=300")
+    b.wait(f"window.splatworks && {player} && {player}.displayedFrame === 0", 90)
+    seek(b, 3)
+    b.wait(f"{player}.lastError !== null", 30)
+    error = b.eval(f"{player}.lastError")
+    assert "000003.swd" in error and "truncated" in error, error
+    assert not b.eval("document.getElementById('message').hidden")
+    assert "000003.swd" in b.eval("document.getElementById('message').textContent")
+    assert b.eval(f"{player}.displayedFrame") == 0
+    bad.write_bytes(good)
+    seek(b, 3)
+    settle(b, 3)
+    assert b.eval(f"{player}.lastError") is None and b.eval("document.getElementById('message').hidden")
+    b.goto("about:blank")
 
 
 def test_upload_page_sends_multi_view_videos_as_a_dynamic_job(served, browser, tmp_path) -> None:

@@ -1,8 +1,8 @@
 """``splatworks dynamic ...``: the multi-view video commands.
 
-``dynamic prepare`` lives here. Other modules add their own sub-commands (``dynamic train``, ``dynamic render``)
-by defining ``register_dynamic(dynamic_subparsers)``; the modules in ``DYNAMIC_COMMAND_MODULES`` are imported
-when present, so each can land on its own.
+``dynamic prepare`` and ``dynamic clean-plate`` live here. Other modules add their own sub-commands (``dynamic
+train``, ``dynamic render``) by defining ``register_dynamic(dynamic_subparsers)``; the modules in
+``DYNAMIC_COMMAND_MODULES`` are imported when present, so each can land on its own.
 """
 
 from __future__ import annotations
@@ -30,6 +30,41 @@ Examples:
   splatworks dynamic prepare videos/ -o data/scene --stride 2 --resize 0.5
   splatworks dynamic prepare videos/ -o data/scene --calibration.method import --calibration.file calibration.json
 """
+
+
+CLEAN_PLATE_HELP = """\
+Make a "clean plate" per camera (the rig's background with the moving subjects removed) from a prepared dataset's
+frames and static/dynamic masks, and write it as a static scene for `splatworks train` (workflow B of depth
+supervision: a static model of the empty scene, whose depth `splatworks depth export` hands to dynamic training).
+
+Each pixel of a camera's plate is the temporal median of the frames in which that pixel is static (mask white);
+where it is never static, the median of all frames used. masks/CAM.png marks the plate's confidence (255 = static
+in at least --min-static-frames frames, 0 = fewer: look there first if the plate shows ghosts). The scene keeps the
+rig's cameras exactly (same world frame as DATASET), the dataset's points (minus those on moving things in the
+first frame) and its held-out cameras held out.
+
+Examples:
+  splatworks dynamic clean-plate data/rig -o data/rig_plate --stride 5
+  splatworks train data/rig_plate -o out/plate --preset fast
+  splatworks depth export out/plate data/rig -o data/rig/plate_depth.npy
+  splatworks dynamic train data/rig -o out/4d --depth distill --depth-file data/rig/plate_depth.npy
+"""
+
+
+def _run_clean_plate(args: argparse.Namespace) -> int:
+    from splatworks.dynamic.clean_plate import CleanPlateConfig, build_clean_plate
+
+    cfg = from_args(CleanPlateConfig, args)
+    scene = build_clean_plate(args.dataset, args.output, cfg, overwrite=args.force, show_bar=True)
+    report = json.loads((Path(args.output) / "clean_plate.json").read_text())
+    print(f"clean plate: {args.output}  ({len(scene.cameras)} cameras from {len(report['frames'])} frames, "
+          f"held out: {', '.join(scene.test_names) or 'none'}; {len(scene.points)} points, "
+          f"{report['points']['dropped_on_moving_things']} dropped on moving things)")
+    for name, cam in report["cameras"].items():
+        print(f"  {name}: {100 * cam['confident_fraction']:.1f}% confident, {100 * cam['never_static_fraction']:.2f}% "
+              f"never static, median {cam['static_frames_median']:.0f} static frames per pixel")
+    print(f"next: splatworks train {args.output} -o MODEL")
+    return 0
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -82,6 +117,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
     add_arguments(p, PrepareConfig)
     p.set_defaults(func=_run_prepare)
+
+    from splatworks.dynamic.clean_plate import CleanPlateConfig
+
+    c = dsub.add_parser("clean-plate", help="dataset -> per-camera background without the moving subjects, as a "
+                        "static scene", description=CLEAN_PLATE_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("dataset", type=Path, help="prepared dataset (dataset.json) with masks")
+    c.add_argument("-o", "--output", type=Path, required=True, help="scene folder to write (new or empty)")
+    c.add_argument("--force", action="store_true", help="replace the clean plate in a non-empty OUTPUT (other files "
+                   "there are kept; never the dataset itself)")
+    add_arguments(c, CleanPlateConfig)
+    c.set_defaults(func=_run_clean_plate)
 
     for name in DYNAMIC_COMMAND_MODULES:
         try:

@@ -1,18 +1,41 @@
-"""4D export for the web viewer: a static layer written once plus, per frame, only the dynamic Gaussians.
+"""4D export for the web viewer: a static layer written once, frame 0's dynamic layer, then per frame only the
+rows that changed (``delta`` encoding, the default) or every frame's whole dynamic layer (``full``).
 
-Layout (every layer is an antimatter15 ``.splat``, 32 bytes per Gaussian, see ``splat/io.py``)::
+Layout (every ``.splat`` is antimatter15's format, 32 bytes per Gaussian, see ``splat/io.py``)::
 
     EXPORT/manifest.json
     EXPORT/static.splat              Gaussians that never change (the frozen static layer)
-    EXPORT/frames/000000.splat       the Gaussians of frame 0 that are not in the static layer, ...
+    EXPORT/frames/000000.splat       frame 0's dynamic layer: M records, one row per Gaussian, ascending id order
+    EXPORT/frames/000001.swd         delta encoding: the rows of frame 1 whose record differs from frame 0's, ...
+
+Delta file ``frames/NNNNNN.swd`` of frame index i > 0 (binary, little-endian)::
+
+    bytes 0-3    magic b"SWD1"
+    bytes 4-7    uint32 N   records in this delta
+    bytes 8-11   uint32 M   rows of the dynamic layer (sanity check against frame 0's layer)
+    then N uint32 row indices, strictly ascending, each < M (positions in frame 0's layer)
+    then N 32-byte .splat records that replace those rows
+
+Frame i's dynamic layer = frame 0's layer with the deltas 1..i applied in order. A row is in frame i's delta iff
+its encoded 32-byte record at frame i differs from its record at frame i - 1 (byte comparison: the .splat
+quantisation decides, no tolerance); training keeps the Gaussians away from the moving people bit-for-bit, so
+they cost nothing after frame 0. A Gaussian pruned at frame i (its id is missing from frame i's ``.pt``) is written
+once as a record that draws nothing (scales 0, opacity byte 0, position, colour and rotation kept) and stays so.
+Training never adds Gaussians after frame 0: an id that frame 0 lacks is an error.
 
 ``manifest.json`` (read by the viewer's SequencePlayer, docs/viewer.md)::
 
-    {"schema": "splatworks.4d/1", "format": "splat", "fps": 30.0, "frames": 150, "frames_ready": 150,
-     "static": "static.splat", "frame_files": ["frames/000000.splat", ...], "frame_urls": (same list),
-     "frame_pattern": "frames/{frame}.splat", "frame_digits": 6, "frame_numbers": [dataset frame numbers],
-     "bytes": {"static": ..., "per_frame": [...], "per_frame_mean": ..., "per_frame_max": ...},
+    {"schema": "splatworks.4d/2", "encoding": "delta", "delta_format": "SWD1", "format": "splat",
+     "fps": 30.0, "frames": 150, "frames_ready": 150, "static": "static.splat", "dynamic_count": M,
+     "frame_files": ["frames/000000.splat", "frames/000001.swd", ...], "frame_urls": (same list),
+     "frame_numbers": [dataset frame numbers],
+     "bytes": {"static": ..., "per_frame": [file size of each frame], "per_frame_mean": ...,
+               "per_frame_mean_after_first": ..., "per_frame_max": ..., "total": ...},
      "coordinates": "..."}
+
+The ``full`` encoding writes ``"schema": "splatworks.4d/1"`` without ``encoding`` (the manifests of earlier
+exports, still readable): every frame is a ``frames/NNNNNN.splat`` of its whole dynamic layer (sorted by size like
+any .splat), plus ``frame_pattern = "frames/{frame}.splat"`` and ``frame_digits = 6``.
 
 Paths are relative to the manifest. ``frames`` is the length of the sequence, ``frames_ready`` how many layers
 exist now (an export of a run still training grows; the viewer polls until they are equal). Coordinates are the
@@ -22,33 +45,202 @@ dataset's world frame with OpenCV cameras; the viewer converts to three.js axes.
 from __future__ import annotations
 
 import json
+import re
+import struct
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from splatworks.errors import UserError
+from splatworks.errors import InputError, UserError
 from splatworks.progress import ProgressFn, emit
 
 MANIFEST = "manifest.json"
+SCHEMA_DELTA = "splatworks.4d/2"
+SCHEMA_FULL = "splatworks.4d/1"
+ENCODINGS = ("delta", "full")
+DELTA_MAGIC = b"SWD1"
+DELTA_HEADER = struct.Struct("<4sII")  # magic, N records, M rows
+RECORD_BYTES = 32
+# Byte ranges of one .splat record (splat/io.py SPLAT_DTYPE): float32 position xyz, float32 scale xyz, RGBA, rot.
+SCALE_BYTES = slice(12, 24)
+ALPHA_BYTE = 27
+RECORD_PARAMS = ("means", "quats", "scales", "opacities", "sh0")  # what a .splat record is made of (not shN)
+LAYER_FILE_RE = re.compile(r"^\d{6}\.(splat|swd)$")
+COORDINATES = "world frame of the dataset; OpenCV cameras (x right, y down, z forward); .splat records"
 
 
-def frame_name(index: int) -> str:
-    return f"frames/{index:06d}.splat"
+def frame_name(index: int, encoding: str = "full") -> str:
+    """File of frame ``index`` relative to the export: a .splat, or (delta encoding, index > 0) a .swd delta."""
+    return f"frames/{index:06d}.{'swd' if encoding == 'delta' and index > 0 else 'splat'}"
 
 
-def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Write the static layer, per-frame dynamic layers and ``manifest.json``; returns the manifest.
+# ---- records and deltas ------------------------------------------------------------------------------------------
+def splat_records(params: dict[str, torch.Tensor]) -> np.ndarray:
+    """(N, 32) uint8: the .splat record of each Gaussian, in the rows' own order (not sorted by size).
+
+    The bytes are exactly those ``splat.io.write_splat`` writes for the same Gaussian (its encoder, then its
+    size ordering undone), so the viewer shows what a .splat export would.
+    """
+    from splatworks.splat.io import params_to_splat, splat_order
+
+    sorted_rec = params_to_splat(params)
+    order = splat_order(params["scales"].detach().float().cpu().numpy(),
+                        params["opacities"].detach().float().cpu().numpy())
+    rec = np.empty_like(sorted_rec)
+    rec[order] = sorted_rec
+    return rec.view(np.uint8).reshape(-1, RECORD_BYTES)
+
+
+def hidden_records(records: np.ndarray) -> np.ndarray:
+    """(N, 32) uint8 copies of ``records`` that draw nothing: scales 0.0 and opacity byte 0 (the rest kept)."""
+    out = records.copy()
+    out[:, SCALE_BYTES] = 0
+    out[:, ALPHA_BYTE] = 0
+    return out
+
+
+def changed_rows(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """(N,) int64 ascending indices of the rows whose 32 bytes differ between two (M, 32) uint8 layers."""
+    a = np.ascontiguousarray(prev).view("<u8")  # (M, 4): four 8-byte words per record
+    b = np.ascontiguousarray(cur).view("<u8")
+    return np.flatnonzero((a != b).any(axis=1))
+
+
+def encode_delta(rows: np.ndarray, records: np.ndarray, m: int) -> bytes:
+    """A .swd delta: header, ``rows`` (N,) as uint32, then ``records`` (N, 32) uint8."""
+    rows = np.asarray(rows, dtype="<u4")
+    return (DELTA_HEADER.pack(DELTA_MAGIC, len(rows), m) + rows.tobytes()
+            + np.ascontiguousarray(records, dtype=np.uint8).tobytes())
+
+
+def decode_delta(data: bytes, m: int, source: str = "delta") -> tuple[np.ndarray, np.ndarray]:
+    """Rows (N,) int64 and records (N, 32) uint8 of a .swd delta, checked against a layer of ``m`` rows.
+
+    Raises InputError naming ``source`` when the file is truncated, garbled or belongs to another export.
+    """
+    again = "re-run `splatworks dynamic export` to rewrite the 4D export"
+    if len(data) < DELTA_HEADER.size:
+        raise InputError(f"{source}: {len(data)} bytes is too short for a SWD1 delta (header is 12 bytes); {again}")
+    magic, n, m_file = DELTA_HEADER.unpack_from(data)
+    if magic != DELTA_MAGIC:
+        raise InputError(f"{source}: not a SWD1 delta file (starts with {magic!r}); {again}")
+    if m_file != m:
+        raise InputError(f"{source}: made for a dynamic layer of {m_file} rows but frame 0's layer has {m}; the "
+                         f"export is from another run or half rewritten; {again}")
+    expected = DELTA_HEADER.size + n * (4 + RECORD_BYTES)
+    if len(data) != expected:
+        raise InputError(f"{source}: {len(data)} bytes, but a delta of {n} records has {expected}: truncated or "
+                         f"garbled; {again}")
+    rows = np.frombuffer(data, dtype="<u4", count=n, offset=DELTA_HEADER.size).astype(np.int64)
+    if n and (rows[-1] >= m or (np.diff(rows) <= 0).any()):
+        raise InputError(f"{source}: row indices must be strictly ascending and below {m}; garbled; {again}")
+    records = np.frombuffer(data, dtype=np.uint8, offset=DELTA_HEADER.size + 4 * n).reshape(n, RECORD_BYTES)
+    return rows, records
+
+
+class DeltaEncoder:
+    """Frame-to-frame state of the delta encoding: frame 0's ids (the row order), the previous frame's records.
+
+    Only rows whose raw values (the parts a .splat record is made of) changed bit-wise are encoded again, so a frame
+    costs about as much as reading its file; the byte comparison of the records then decides the delta.
+    """
+
+    def __init__(self, ids: np.ndarray, params: dict[str, torch.Tensor], what: str) -> None:
+        """``ids`` (M,) and raw ``params`` of frame 0's dynamic layer; ``what`` names that frame in messages."""
+        self.first = what
+        order = _id_order(ids)
+        self.ids = ids if order is None else ids[order]  # (M,) ascending
+        if len(self.ids) > 1 and (np.diff(self.ids) == 0).any():
+            raise UserError(f"{what} lists a Gaussian id twice; re-train the run")
+        records = splat_records(_record_params(params))
+        self.records = records if order is None else records[order]  # (M, 32) uint8
+        self.raw = {k: (v if order is None else v[order]).view(np.uint32).copy()  # (M, C) bits
+                    for k, v in _raw_values(params).items()}
+        self.present = np.ones(len(self.ids), dtype=bool)
+
+    def next_frame(self, ids: np.ndarray, params: dict[str, torch.Tensor], what: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (N,) ascending and records (N, 32) of the next frame's delta; advances to that frame."""
+        order = _id_order(ids)
+        if order is not None:
+            ids = ids[order]
+        m = len(self.ids)
+        pos: np.ndarray | slice
+        if len(ids) == m and np.array_equal(ids, self.ids):  # the usual case, nothing pruned: plain slices
+            pos = slice(None)
+        else:
+            pos = np.searchsorted(self.ids, ids)
+            unknown = np.ones(len(ids), dtype=bool) if m == 0 else \
+                (pos >= m) | (self.ids[np.minimum(pos, m - 1)] != ids)
+            if unknown.any():
+                raise UserError(f"{what} has {int(unknown.sum())} Gaussians that {self.first} does not (e.g. id "
+                                f"{int(ids[unknown][0])}); the delta export needs a fixed set of Gaussians after "
+                                "frame 0 (no densification); export it with encoding 'full'")
+        values = _raw_values(params)
+        if order is not None:
+            values = {k: v[order] for k, v in values.items()}
+        stale = ~self.present[pos]  # rows pruned before (drawing nothing) that are back
+        for k, v in values.items():
+            bits = v.view(np.uint32)
+            stale |= (bits != self.raw[k][pos]).any(axis=1)
+            self.raw[k][pos] = bits
+        present = np.zeros(m, dtype=bool)
+        present[pos] = True
+        cur = self.records.copy()
+        gone = self.present & ~present  # pruned at this frame: written once as a record that draws nothing
+        cur[gone] = hidden_records(cur[gone])
+        if stale.any():
+            which = np.flatnonzero(stale)  # numpy gathers: much cheaper than torch indexing on a busy CPU
+            shapes = {k: tuple(params[k].shape[1:]) for k in RECORD_PARAMS}
+            sub = {k: torch.from_numpy(v[which].reshape((-1,) + shapes[k])) for k, v in values.items()}
+            cur[which if isinstance(pos, slice) else pos[which]] = splat_records(sub)
+        rows = changed_rows(self.records, cur)
+        self.records, self.present = cur, present
+        return rows, cur[rows]
+
+
+def _id_order(ids: np.ndarray) -> np.ndarray | None:
+    """Permutation that sorts ``ids``, or None when they are ascending already (the trainer's files are)."""
+    return None if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()) else np.argsort(ids, kind="stable")
+
+
+def _record_params(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: params[k] for k in RECORD_PARAMS}
+
+
+def _raw_values(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Per raw parameter a .splat record is made of: (N, C) float32 (bit-equal values give equal records)."""
+    n = len(params["means"])
+    return {k: np.ascontiguousarray(params[k].detach().to("cpu", torch.float32).reshape(n, -1).numpy())
+            for k in RECORD_PARAMS}
+
+
+# ---- export --------------------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, data: bytes) -> int:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return len(data)
+
+
+def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn | None = None,
+              encoding: str = "delta") -> dict[str, Any]:
+    """Write the static layer, the frames' dynamic layers (or deltas) and ``manifest.json``; returns the manifest.
 
     The static layer is the frozen layer of training (``freeze_static``, the default). A run trained without it
-    has no static layer: every frame then carries all of its Gaussians (the manifest's ``static`` is null).
-    Layers already written for an earlier export of the same run are rewritten (cheap), so re-running an export
-    while training goes on just appends the new frames.
+    has no static layer: frame 0's layer then holds all of its Gaussians (the manifest's ``static`` is null).
+    Every export rewrites all layers (each file atomically, the manifest last), so re-running it while training
+    goes on just adds the new frames; files of an earlier export that the new manifest does not list are removed.
     """
     from splatworks.dynamic import sequential as seq
     from splatworks.dynamic.render import SOURCE_FILE
     from splatworks.splat.io import write_splat
 
+    if encoding not in ENCODINGS:
+        raise UserError(f"unknown 4D export encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
     train_dir, out = Path(train_dir), Path(out_dir)
     frames = seq.trained_frames(train_dir)
     if not frames:
@@ -65,18 +257,40 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
             write_splat(out / "static.splat", {k: static[k] for k in seq.PARAM_KEYS})
             static_bytes = (out / "static.splat").stat().st_size
             static_rel = "static.splat"
+
     per_frame: list[int] = []
     files: list[str] = []
+    encoder: DeltaEncoder | None = None
     for i, f in enumerate(frames):
         dyn = torch.load(seq.frame_file(train_dir, f), map_location="cpu")
-        rel = frame_name(i)
-        write_splat(out / rel, {k: dyn[k] for k in seq.PARAM_KEYS})
-        per_frame.append((out / rel).stat().st_size)
+        params = {k: dyn[k] for k in seq.PARAM_KEYS}
+        rel = frame_name(i, encoding)
+        if encoding == "full":
+            write_splat(out / rel, params)
+            size = (out / rel).stat().st_size
+            changed = len(dyn["ids"])
+        else:
+            ids = dyn["ids"].cpu().numpy().astype(np.int64)
+            if encoder is None:  # frame 0: the whole layer, rows in ascending id order
+                encoder = DeltaEncoder(ids, params, f"frame {f}")
+                size = _atomic_write(out / rel, encoder.records.tobytes())
+                changed = len(ids)
+            else:
+                rows, records = encoder.next_frame(ids, params, f"frame {f} ({seq.frame_file(train_dir, f)})")
+                size = _atomic_write(out / rel, encode_delta(rows, records, len(encoder.ids)))
+                changed = len(rows)
+        per_frame.append(size)
         files.append(rel)
-        emit(progress, "export4d", i + 1, len(frames), f"frame {f}: {per_frame[-1] / 1e6:.2f} MB")
+        emit(progress, "export4d", i + 1, len(frames),
+             f"frame {f}: {size / 1e6:.3f} MB ({changed} Gaussians)")
+
     total = int(state.get("frames_total", len(frames)))
-    manifest = {
-        "schema": "splatworks.4d/1",
+    after_first = per_frame[1:]
+    manifest: dict[str, Any] = {"schema": SCHEMA_DELTA if encoding == "delta" else SCHEMA_FULL}
+    if encoding == "delta":
+        manifest.update({"encoding": "delta", "delta_format": DELTA_MAGIC.decode("ascii"),
+                         "dynamic_count": len(encoder.ids) if encoder is not None else 0})
+    manifest.update({
         "format": "splat",
         "fps": float(source.get("fps", 30.0)),
         "frames": total,
@@ -84,20 +298,46 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
         "static": static_rel,
         "frame_files": files,
         "frame_urls": files,
-        "frame_pattern": "frames/{frame}.splat",
-        "frame_digits": 6,
+    })
+    if encoding == "full":
+        manifest.update({"frame_pattern": "frames/{frame}.splat", "frame_digits": 6})
+    manifest.update({
         "frame_numbers": frames,
         "bytes": {"static": static_bytes, "per_frame": per_frame,
-                  "per_frame_mean": sum(per_frame) / len(per_frame), "per_frame_max": max(per_frame),
-                  "total": static_bytes + sum(per_frame)},
-        "coordinates": "world frame of the dataset; OpenCV cameras (x right, y down, z forward); .splat records",
-    }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out / MANIFEST)
+                  "per_frame_mean": sum(per_frame) / len(per_frame),
+                  "per_frame_mean_after_first": sum(after_first) / len(after_first) if after_first else None,
+                  "per_frame_max": max(per_frame), "total": static_bytes + sum(per_frame)},
+        "coordinates": COORDINATES,
+    })
+    _atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    if static_rel is None:
+        (out / "static.splat").unlink(missing_ok=True)
+    listed = {Path(r).name for r in files}
+    for stale in (out / "frames").iterdir():  # layers of an earlier export (other encoding, longer run)
+        if LAYER_FILE_RE.match(stale.name) and stale.name not in listed:
+            stale.unlink(missing_ok=True)
     return manifest
 
 
+def layer_file_is_complete(path: str | Path) -> bool:
+    """True when a layer file of an export is whole: a non-empty .splat of 32-byte records, or a .swd delta whose
+    size matches its header (for checks that must not read whole files, e.g. ``admin reimport``)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.suffix != ".swd":
+            return size > 0 and size % RECORD_BYTES == 0
+        with open(path, "rb") as f:
+            head = f.read(DELTA_HEADER.size)
+    except OSError:
+        return False
+    if len(head) < DELTA_HEADER.size:
+        return False
+    magic, n, _ = DELTA_HEADER.unpack(head)
+    return magic == DELTA_MAGIC and size == DELTA_HEADER.size + n * (4 + RECORD_BYTES)
+
+
+# ---- reading an export back (what the viewer shows) ----------------------------------------------------------------
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     path = Path(export_dir) / MANIFEST
     if not path.exists():
@@ -105,12 +345,59 @@ def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def dynamic_layer_records(export_dir: str | Path, index: int, manifest: dict[str, Any] | None = None) -> np.ndarray:
+    """(M, 32) uint8 .splat records of frame ``index``'s dynamic layer, as the viewer materialises it.
+
+    Delta encoding: frame 0's layer with the deltas 1..index applied in order; full: that frame's file.
+    Raises InputError for a missing, truncated or garbled layer file.
+    """
+    export_dir = Path(export_dir)
+    m = manifest or load_manifest(export_dir)
+    files = m["frame_files"]
+    if not 0 <= index < len(files):
+        raise UserError(f"frame index {index} is not exported; {export_dir} has frames 0..{len(files) - 1}")
+
+    def read(rel: str) -> bytes:
+        path = export_dir / rel
+        if not path.exists():
+            raise InputError(f"{path} is missing; re-run `splatworks dynamic export`")
+        return path.read_bytes()
+
+    first = read(files[0] if m.get("encoding") == "delta" else files[index])
+    if len(first) % RECORD_BYTES:
+        raise InputError(f"{export_dir / files[0]}: size {len(first)} is not a multiple of 32 bytes; not a .splat")
+    layer = np.frombuffer(first, dtype=np.uint8).reshape(-1, RECORD_BYTES).copy()
+    if m.get("encoding") != "delta":
+        return layer
+    if "dynamic_count" in m and len(layer) != int(m["dynamic_count"]):
+        raise InputError(f"{export_dir / files[0]} has {len(layer)} records but the manifest says dynamic_count = "
+                         f"{m['dynamic_count']}; re-run `splatworks dynamic export`")
+    for k in range(1, index + 1):
+        rows, records = decode_delta(read(files[k]), len(layer), str(export_dir / files[k]))
+        layer[rows] = records
+    return layer
+
+
+def _decode_records(records: np.ndarray) -> dict[str, torch.Tensor]:
+    """Raw parameters of (N, 32) .splat records, decoded by ``splat.io.read_splat`` itself."""
+    from splatworks.splat.io import read_splat
+
+    with tempfile.TemporaryDirectory(prefix="splatworks-4d-") as tmp:
+        path = Path(tmp) / "layer.splat"
+        path.write_bytes(np.ascontiguousarray(records).tobytes())
+        return read_splat(path)
+
+
 def load_frame_layers(export_dir: str | Path, index: int) -> dict[str, torch.Tensor]:
-    """Raw parameters of frame ``index`` as the viewer sees it: static layer + that frame's layer (.splat precision)."""
+    """Raw parameters of frame ``index`` as the viewer shows it: static layer rows, then that frame's dynamic layer
+    rows (delta encoding: frame 0's layer with deltas 1..index applied), at .splat precision.
+
+    Pruned Gaussians of a delta export stay as rows that draw nothing (scales ~1e-12, zero opacity byte).
+    """
     from splatworks.splat.io import read_splat
 
     m = load_manifest(export_dir)
-    parts = [read_splat(Path(export_dir) / m["frame_files"][index])]
+    parts = [_decode_records(dynamic_layer_records(export_dir, index, m))]
     if m.get("static"):
         parts.insert(0, read_splat(Path(export_dir) / m["static"]))
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

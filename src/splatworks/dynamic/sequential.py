@@ -11,9 +11,15 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
 - **Adaptive pruning** after each frame: Gaussians with a scale above ``prune_max_scale * R`` or a centre farther
   than ``prune_max_distance * R`` from the scene centre are removed (R: the scene radius, 3DGS's camera extent).
 - **Gradient clipping** to ``grad_clip_norm`` (global norm over all parameters).
-- **Speed**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the training views
-  that see their centre, are optimised in frame 0 only and stored once), early stop on a loss plateau, and fewer
-  iterations for frames that start already converged.
+- **Motion** (frames t > 0, ``frame_params``): only centres and rotations change (colour, opacity and size are
+  frame 0's); the local-rigidity and rotation-similarity priors of Dynamic 3D Gaussians and a constant-velocity
+  start are options (``dynamic/motion.py``; off by default: no measured gain).
+- **Speed and stability**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the
+  training views that see their centre, are optimised in frame 0 only and stored once); per frame, only the
+  Gaussians the masks call dynamic at t-1 or t are optimised (``active_set``; the others keep their values bit
+  for bit, so the background cannot flicker or drift and a frame's 4D-export delta is small); views rendered only
+  in windows around the moving pixels and the optimised splats' footprints; early stop on a loss plateau, and
+  fewer iterations for frames that start already converged.
 
 Output folder (``OUT``)::
 
@@ -47,6 +53,7 @@ import torch
 from splatworks.config import from_dict, option, to_json
 from splatworks.depth.losses import DepthDistillation
 from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.dynamic.motion import RigidityPrior, constant_velocity_start
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.scene.pixels import project_to_pixels
@@ -86,8 +93,29 @@ class SequentialConfig:
     freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
                                   "pixel in at least this fraction of the training views that see it (a background "
                                   "Gaussian hidden behind a person in one view stays frozen); 0 = in any view.")
+    active_set: str = option("frame", "Which non-frozen Gaussians frame t optimises: 'frame' = those the masks "
+                             "call dynamic at frame t-1 or t (same vote as freeze_quorum; the rest keep their "
+                             "previous values bit for bit: no background flicker, small per-frame deltas), "
+                             "'all' = every non-frozen Gaussian at every frame.", choices=("frame", "all"))
+    frame_params: str = option("motion", "What frames t > 0 optimise: 'motion' = centres and rotations only "
+                               "(colour, opacity and size stay as frame 0 learnt them, as in Dynamic 3D "
+                               "Gaussians: a splat cannot grow into a streak or fade to fake a change), 'all' = "
+                               "every parameter.", choices=("motion", "all"))
+    rigidity_weight: float = option(0.0, "Local rigidity of moving Gaussians (frames t > 0): weighted mean over "
+                                    "k nearest neighbours of how far their offset left a rigid motion, in scene "
+                                    "radii (15 ~ Dynamic 3D Gaussians' weight 4 in metres for a scene of radius "
+                                    "3.8; 0 = off: on 150 basketball frames 15 changed no held-out metric and cost "
+                                    "12 % more time, BENCHMARKS.md). See dynamic/motion.py.")
+    rotation_weight: float = option(0.0, "Neighbours turn alike: weighted mean difference of their rotations "
+                                    "since frame t-1 (unit quaternions; 4 in Dynamic 3D Gaussians; 0 = off).")
+    rigidity_neighbours: int = option(20, "k nearest moving Gaussians for the rigidity and rotation priors.")
+    constant_velocity: bool = option(False, "Start frame t's moving Gaussians at mu_t-1 + (mu_t-1 - mu_t-2) (and "
+                                     "the same for rotations) instead of where frame t-1 left them (measured: no "
+                                     "gain on basketball, BENCHMARKS.md).")
     crop_to_dynamic: bool = option(True, "Speed: with the static layer frozen, render each training view only "
-                                   "around its dynamic pixels (their bounding box grown by crop_margin).")
+                                   "around its dynamic pixels and the footprints of the Gaussians being "
+                                   "optimised (bounding box grown by crop_margin), so no optimised splat reaches "
+                                   "pixels the loss does not see.")
     crop_margin: int = option(32, "Pixels by which the dynamic bounding box grows for crop_to_dynamic.")
     views_per_step: int = option(4, "Speed: training views rendered together (one rasterizer call) per optimizer "
                                  "step of frames t > 0; iterations still count views, so a frame takes "
@@ -271,11 +299,18 @@ LR_KEYS = {"means": "lr_means", "quats": "lr_quats", "scales": "lr_scales", "opa
            "sh0": "lr_sh0", "shN": "lr_shN"}
 
 
+MOTION_KEYS = ("means", "quats")
+
+
 def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius: float,
-                   lr_means: float) -> torch.optim.Adam:
-    """Adam with one group per parameter tensor; the centres' rate is in scene radii per step."""
+                   lr_means: float, keys: tuple[str, ...] | None = None) -> torch.optim.Adam:
+    """Adam with one group per parameter tensor (only ``keys`` when given; the others get no gradient);
+    the centres' rate is in scene radii per step."""
     groups = []
     for key, p in params.items():
+        p.requires_grad_(keys is None or key in keys)
+        if not p.requires_grad:
+            continue
         lr = lr_means * radius if key == "means" else getattr(cfg, LR_KEYS[key])
         groups.append({"params": [p], "lr": lr, "name": key})
     return torch.optim.Adam(groups, eps=1e-15, fused=params["means"].is_cuda)
@@ -332,6 +367,59 @@ def crop_view(views: FrameViews, c: int, crop: ViewCrop | None
     return K, crop.size, views.images[c][window], views.static[c][window]
 
 
+def footprint_boxes(means: torch.Tensor, log_scales: torch.Tensor, views: FrameViews, sigmas: float = 3.0
+                    ) -> list[ViewCrop | None]:
+    """Per view, the pixel bounding box of the splats' footprints (centre +- ``sigmas`` x largest scale, projected),
+    clipped to the view; None where no splat reaches the view.
+
+    Args:
+        means: (N, 3) world centres. log_scales: (N, 3) log of the axis scales (world units).
+    A splat optimised in a cropped window must not reach pixels outside it: there the loss cannot see it, and it
+    grows unchecked (measured on basketball: the full-view loss tripled over 150 frames while the windows' loss
+    stayed flat). Splats behind a camera or reaching it are treated as covering the whole view.
+    """
+    out: list[ViewCrop | None] = []
+    if len(means) == 0:
+        return [None] * len(views.names)
+    radius = torch.exp(log_scales.detach()).amax(dim=-1) * sigmas                     # (N,) world units
+    for c in range(len(views.names)):
+        w, h = views.sizes[c]
+        viewmat, K = views.viewmats[c], views.Ks[c]
+        cam = means.detach() @ viewmat[:3, :3].T + viewmat[:3, 3]
+        z = cam[:, 2]
+        near = z <= radius                                                             # reaches the camera plane
+        zs = z.clamp(min=1e-6)
+        u, v = K[0, 0] * cam[:, 0] / zs + K[0, 2], K[1, 1] * cam[:, 1] / zs + K[1, 2]
+        r = radius * torch.maximum(K[0, 0], K[1, 1]) / zs                              # (N,) px
+        hits = ~near & (u + r >= 0) & (u - r < w) & (v + r >= 0) & (v - r < h)
+        if bool((near & (z > -radius)).any()):
+            out.append(ViewCrop(0, 0, w, h))
+            continue
+        if not bool(hits.any()):
+            out.append(None)
+            continue
+        x0 = int(torch.floor((u - r)[hits].min()).clamp(0, w - 1))
+        y0 = int(torch.floor((v - r)[hits].min()).clamp(0, h - 1))
+        x1 = int(torch.ceil((u + r)[hits].max()).clamp(1, w))
+        y1 = int(torch.ceil((v + r)[hits].max()).clamp(1, h))
+        out.append(ViewCrop(x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+    return out
+
+
+def union_boxes(a: list[ViewCrop | None], b: list[ViewCrop | None], sizes: list[tuple[int, int]], margin: int
+                ) -> list[ViewCrop | None]:
+    """Per view, the smallest box holding both ``a`` and ``b`` grown by ``margin`` px (None where both are None)."""
+    out: list[ViewCrop | None] = []
+    for x, y, (w, h) in zip(a, b, sizes):
+        boxes = [bx for bx in (x, y) if bx is not None]
+        if not boxes:
+            out.append(None)
+            continue
+        out.append(ViewCrop(max(0, min(bx.x0 for bx in boxes) - margin), max(0, min(bx.y0 for bx in boxes) - margin),
+                            min(w, max(bx.x1 for bx in boxes) + margin), min(h, max(bx.y1 for bx in boxes) + margin)))
+    return out
+
+
 def same_size_windows(crops: list[ViewCrop | None], sizes: list[tuple[int, int]]) -> list[ViewCrop]:
     """Windows of one common size (the largest of ``crops``) centred on each crop and kept inside its view, so
     several views render in one rasterizer call. Views must share one full size ``sizes`` (width, height)."""
@@ -351,8 +439,9 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                    radius: float, lr_means: float, background: torch.Tensor, rng: np.random.Generator,
                    anchor: torch.Tensor | None = None, frozen: torch.Tensor | None = None,
                    distill: DepthDistillation | None = None, min_iterations: int | None = None,
-                   early_stop: bool = False, progress: ProgressFn | None = None, stage: str = "dynamic.frame"
-                   ) -> FrameStats:
+                   early_stop: bool = False, param_keys: tuple[str, ...] | None = None,
+                   motion_prior: RigidityPrior | None = None,
+                   progress: ProgressFn | None = None, stage: str = "dynamic.frame") -> FrameStats:
     """Optimise ``params`` in place on one frame's training views.
 
     Args:
@@ -362,6 +451,8 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             dynamic pixels.
         distill: optional distilled-depth loss (its maps are cropped with the views).
         min_iterations: with ``early_stop``, the fewest iterations before a plateau may stop the frame.
+        param_keys: the parameters to optimise (None: all); the others are rendered as they are.
+        motion_prior: rigidity and rotation-similarity priors over the optimised rows (in their order).
     """
     t0 = time.perf_counter()
     from splatworks.splat.metrics import photometric_loss
@@ -377,14 +468,11 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
             anchor = anchor[train_rows]
     else:
         train_rows, constant, trainable = None, None, params
-    crops: list[ViewCrop | None] = [None] * len(views.names)
-    if train_rows is not None and cfg.crop_to_dynamic:
-        crops = dynamic_crops(views.static, cfg.crop_margin)
     if len(trainable["means"]) == 0:
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    opt = make_optimizer(trainable, cfg, radius, lr_means)
+    opt = make_optimizer(trainable, cfg, radius, lr_means, param_keys)
     order: list[int] = []
     window: list[float] = []
     prev_window = math.inf
@@ -396,7 +484,15 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     if len(set(views.sizes)) > 1:
         batch = 1  # one rasterizer call needs one image size
     window_steps = max(1, cfg.early_stop_window // batch)
+    cropping = train_rows is not None and cfg.crop_to_dynamic
+    moving = dynamic_crops(views.static, 0) if cropping else None
+    crops: list[ViewCrop | None] = [None] * len(views.names)
     for step in range(math.ceil(iterations / batch)):
+        if cropping and step % window_steps == 0:
+            # Windows: the moving pixels (where splats must go) and the optimised splats' footprints (where they
+            # are), refreshed as the splats move and grow.
+            crops = union_boxes(moving, footprint_boxes(trainable["means"], trainable["scales"], views),
+                                views.sizes, cfg.crop_margin)
         picked = []
         for _ in range(batch):
             if not order:
@@ -423,6 +519,9 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
                 loss = loss + cfg.static_loss_weight * sl
             if distill is not None and depth is not None:
                 loss = loss + distill.loss(depth, c, static, (slice(win.y0, win.y1), slice(win.x0, win.x1))) / batch
+        if motion_prior is not None:
+            rigid, turn = motion_prior.losses(trainable["means"], trainable["quats"])
+            loss = loss + cfg.rigidity_weight * rigid + cfg.rotation_weight * turn
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = clip_gradients(trainable, cfg.grad_clip_norm, cfg.grad_clip_mode == "gaussian").to(norm_max.device)
@@ -567,10 +666,13 @@ class _Chain:
     frozen: torch.Tensor         # (N,) bool
     first_means: torch.Tensor    # (N, 3) centres after frame 0 (anchor "first")
     last_loss: float = float("nan")
+    before: dict[str, torch.Tensor] | None = None   # centres and rotations at frame t-2 (constant velocity)
 
     def keep(self, keep: torch.Tensor) -> None:
         self.params = select_rows(self.params, keep)
         self.ids, self.frozen, self.first_means = self.ids[keep], self.frozen[keep], self.first_means[keep]
+        if self.before is not None:
+            self.before = {k: v[keep] for k, v in self.before.items()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -702,6 +804,26 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             stats.seconds = time.perf_counter() - t0
         else:  # ---- frame t: continue from frame t-1
             anchor = chain.first_means if cfg.anchor == "first" else chain.params["means"].detach().clone()
+            hold = chain.frozen
+            if cfg.active_set == "frame":
+                # Only what moves now (or just stopped/started moving) is optimised; the rest stays bit-identical.
+                prev = frames[index - 1]
+                hold = chain.frozen | frozen_rows_by_vote(chain.params["means"], views, dataset, [prev, frame],
+                                                          cfg.freeze_dilation, cfg.freeze_quorum)
+                line["n_active"] = int((~hold).sum())
+            rows = torch.nonzero(~hold).flatten()
+            last = {k: chain.params[k].detach().clone() for k in MOTION_KEYS}          # frame t-1
+            prior = None
+            if cfg.rigidity_weight > 0 or cfg.rotation_weight > 0:
+                # Among the Gaussians on moving pixels at t-1 only (people, not the floor they stand on).
+                moving = ~frozen_rows_by_vote(last["means"][rows], views, dataset, [frames[index - 1]],
+                                              cfg.freeze_dilation, cfg.freeze_quorum)
+                prior = RigidityPrior.build(last["means"][rows], last["quats"][rows], radius,
+                                            cfg.rigidity_neighbours, torch.nonzero(moving).flatten())
+            if cfg.constant_velocity and chain.before is not None:
+                with torch.no_grad():
+                    for k in MOTION_KEYS:
+                        chain.params[k][rows] = constant_velocity_start(last[k][rows], chain.before[k][rows])
             iterations = cfg.iterations_per_frame
             if cfg.converged_loss_ratio > 0 and math.isfinite(chain.last_loss):
                 start = frame_loss(chain.params, views, cfg, background)
@@ -710,8 +832,10 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                     iterations = min(iterations, cfg.iterations_converged)
             stats = optimize_frame(chain.params, views, cfg, iterations=iterations, radius=radius,
                                    lr_means=cfg.lr_means, background=background, rng=rng, anchor=anchor,
-                                   frozen=chain.frozen, distill=distill, early_stop=cfg.early_stop,
-                                   progress=progress, stage="dynamic.frame")
+                                   frozen=hold, distill=distill, early_stop=cfg.early_stop,
+                                   param_keys=MOTION_KEYS if cfg.frame_params == "motion" else None,
+                                   motion_prior=prior, progress=progress, stage="dynamic.frame")
+            chain.before = last
             pr = prune_mask(chain.params, centre, radius, cfg.prune_max_scale, cfg.prune_max_distance)
             pr.keep |= chain.frozen  # the static layer is written once; it never changes after frame 0
             chain.keep(pr.keep)

@@ -144,7 +144,8 @@ def _run_export(args: argparse.Namespace) -> int:
         bars.close()
     b = m["bytes"]
     print(f"4D export in {args.output}: static layer {b['static'] / 1e6:.2f} MB, {m['frames_ready']} frames, "
-          f"{b['per_frame_mean'] / 1e6:.3f} MB per frame (max {b['per_frame_max'] / 1e6:.3f} MB)")
+          f"{b['per_frame_mean'] / 1e6:.3f} MB per frame (frame 0 {b['per_frame'][0] / 1e6:.3f} MB; largest "
+          f"{b['per_frame_max'] / 1e6:.3f} MB; {m.get('encoding', 'full')} encoding)")
     return 0
 
 

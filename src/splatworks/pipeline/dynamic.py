@@ -12,7 +12,7 @@ Job folder (next to the service's own files, see ``splatworks.service.jobs``)::
     dataset/                    prepared DynamicDataset (dataset.json written last: its presence = prepared)
     depth/all_depth.npy         depth workflow 'distill': depth of a static model of the first frame
     train/                      the trainer's folder (frames/NNNNNN.pt, state.json: resume point)
-    export/manifest.json        4D export (static.splat + frames/NNNNNN.splat), rewritten as frames finish
+    export/manifest.json        4D export (static.splat, frames/000000.splat + per-frame .swd deltas), rewritten as frames finish
     export/heldout.mp4          held-out camera: rendering | ground truth, side by side
     export/metrics.json         held-out metrics (per frame: PSNR, SSIM, static-pixel PSNR; flicker, drift), per-frame
                                 training cost (``training_summary``), 4D export bytes, timings, resolved configs

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from splatworks.errors import UserError
-from splatworks.service.jobs import (JobPaths, latest_checkpoint, new_id, splat_is_complete, valid_id,
+from splatworks.service.jobs import (JobPaths, latest_checkpoint, new_id, valid_id,
                                      write_json_atomic)
 from splatworks.service.settings import ServiceSettings
 from splatworks.service.store import DONE, ERROR, PENDING, JobRecord, JobStore, open_store
@@ -75,6 +75,8 @@ class DynamicFolderState:
 
 def _export_problem(root: Path, state: dict[str, Any] | None) -> str | None:
     """Why ``root/export`` is not a complete 4D export of the job (None when it is)."""
+    from splatworks.dynamic.export4d import layer_file_is_complete
+
     export = root / "export"
     manifest = _read_json(export / "manifest.json", root)
     if manifest is None:
@@ -90,7 +92,7 @@ def _export_problem(root: Path, state: dict[str, Any] | None) -> str | None:
     layers = ([manifest["static"]] if manifest.get("static") else []) + list(files)
     for rel in layers:
         path = (export / str(rel)).resolve()
-        if export.resolve() not in path.parents or not splat_is_complete(path):
+        if export.resolve() not in path.parents or not layer_file_is_complete(path):  # .splat or .swd delta
             return f"layer {rel} of the 4D export is missing or incomplete"
     return None
 

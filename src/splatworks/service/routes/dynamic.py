@@ -8,7 +8,8 @@ input is a 4xx before anything is queued. The job runs ``splatworks.pipeline.dyn
 status, events, cancel and delete routes as static jobs apply.
 
 Public files (by pub_key): ``/recon/pub/{k}/4d/manifest.json``, ``/4d/static.splat``, ``/4d/frames/NNNNNN.splat``
-(growing while frames train), ``/recon/pub/{k}/heldout.mp4`` and ``/recon/pub/{k}/metrics.json`` when done.
+and ``.swd`` deltas (``dynamic/export4d.py``; growing while frames train), ``/recon/pub/{k}/heldout.mp4`` and
+``/recon/pub/{k}/metrics.json`` when done.
 """
 
 from __future__ import annotations
@@ -338,8 +339,9 @@ async def static_layer(pub_key: str, request: Request) -> StreamingResponse:
 
 @router.get("/recon/pub/{pub_key}/4d/frames/{name}", summary="4D sequence: one frame's dynamic layer")
 async def frame_layer(pub_key: str, name: str, request: Request) -> StreamingResponse:
-    if not re.fullmatch(r"\d{6}\.splat", name):
-        raise HTTPException(404, "frame layers are named NNNNNN.splat (see the manifest's frame_urls)")
+    if not re.fullmatch(r"\d{6}\.(splat|swd)", name):
+        raise HTTPException(404, "frame layers are named NNNNNN.splat or NNNNNN.swd (deltas; see the manifest's "
+                                 "frame_urls)")
     job, export = _export_dir(request, pub_key)
     # A finished frame's layer never changes, but an export in progress may rewrite it: revalidate.
     return _serve_file(export / "frames" / name, "application/octet-stream", name, job, f"frame {name}",

@@ -17,6 +17,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { SparkRenderer, SplatMesh, SplatFileType, dyno } from "@sparkjsdev/spark";
+import { DeltaLayers } from "./delta4d.js";
 
 const params = new URLSearchParams(location.search);
 const pathKey = location.pathname.match(/\/v\/([^/]+)\/?$/);
@@ -271,10 +272,18 @@ function fileTypeOf(url) {
 
 /** Load one splat file into a SplatMesh (not yet in the scene). Rejects when the file cannot be used. */
 async function loadMesh(url, { onProgress } = {}) {
-  const mesh = new SplatMesh({
+  return initMesh(new SplatMesh({
     url, fileType: fileTypeOf(url),
     onProgress: (e) => onProgress && onProgress(e.lengthComputable && e.total ? e.loaded / e.total : -1),
-  });
+  }));
+}
+
+/** A SplatMesh from .splat bytes already in memory (Spark may take the buffer over: pass one nobody else uses). */
+function meshFromSplatBytes(bytes) {
+  return initMesh(new SplatMesh({ fileBytes: bytes, fileType: SplatFileType.SPLAT }));
+}
+
+async function initMesh(mesh) {
   mesh.objectModifier = sizeModifier;
   mesh.updateGenerator();
   await mesh.initialized;
@@ -427,16 +436,24 @@ function onInfo(info) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- 4D playback: a static layer plus one dynamic layer per frame --------------------------------------------
+// Without "encoding" in the manifest each frame is a whole .splat (schema splatworks.4d/1); with "encoding":
+// "delta" (schema splatworks.4d/2) frame 0 is a .splat and later frames are deltas, materialised by DeltaLayers
+// (delta4d.js) into .splat bytes in memory.
 class SequencePlayer {
-  /** Plays the sequence described by a manifest (docs/viewer.md): {fps, frames, frames_ready, static, frame_urls}. */
+  /** Plays the sequence described by a manifest (docs/viewer.md): {fps, frames, frames_ready, static, frame_urls,
+   *  and for delta manifests encoding, dynamic_count}. */
   constructor(manifestUrl, { cacheSize = 24, prefetch = 3 } = {}) {
     this.manifestUrl = new URL(manifestUrl, location.href).href;
     this.cacheSize = cacheSize; this.prefetch = prefetch;
     this.fps = 30; this.frames = 0; this.framesReady = 0; this.frameUrls = null; this.pattern = null;
     this.frame = 0;             // frame asked for (clock or scrub)
     this.displayedFrame = -1;   // frame whose layer is visible
+    this.displayedSplats = 0;   // splats in the visible frame's dynamic layer (rows of pruned Gaussians included)
     this.playing = false; this.clock = 0; this.lastTime = null;
-    this.staticMesh = null; this.cache = new Map();  // frame -> {mesh|null, promise}
+    this.staticMesh = null; this.cache = new Map();  // frame -> {mesh|null, promise, failed}
+    this.lastError = null;      // message of the last frame that could not be loaded
+    this.encoding = "full"; this.dynamicCount = null; this.manifestSeen = false;
+    this.deltaLayers = null;    // DeltaLayers of a delta-encoded sequence
   }
 
   async start() {
@@ -453,6 +470,26 @@ class SequencePlayer {
     if (!res.ok) throw new Error(`4D manifest: server answered ${res.status}`);
     const m = await res.json();
     const abs = (u) => (u ? new URL(u, this.manifestUrl).href : null);
+    const encoding = m.encoding ?? "full";
+    if (encoding !== "full" && encoding !== "delta") {
+      throw new Error(`4D manifest encoding "${encoding}" is not one this viewer plays (full, delta); ` +
+                      "update splatworks");
+    }
+    if (encoding === "delta") {
+      if (!m.frame_urls) throw new Error("a delta-encoded 4D manifest needs frame_urls");
+      if (!(Number.isInteger(m.dynamic_count) && m.dynamic_count >= 0)) {
+        throw new Error("a delta-encoded 4D manifest needs dynamic_count (rows of frame 0's dynamic layer)");
+      }
+    }
+    const count = encoding === "delta" ? m.dynamic_count : null;
+    // Another run's export replaced this one (frame 0 differs): nothing cached can be patched any more.
+    if (this.manifestSeen && (encoding !== this.encoding || count !== this.dynamicCount)) this.resetLayers();
+    this.manifestSeen = true;
+    this.encoding = encoding;
+    this.dynamicCount = count;
+    if (encoding === "delta" && !this.deltaLayers) {
+      this.deltaLayers = new DeltaLayers(m.dynamic_count, (i) => this.frameUrl(i), (i) => this.fileLabel(i));
+    }
     this.fps = Number(m.fps) || 30;
     this.frames = Number(m.frames) || (m.frame_urls ? m.frame_urls.length : 0);
     this.framesReady = Math.min(this.frames, m.frames_ready ?? this.frames);
@@ -461,6 +498,15 @@ class SequencePlayer {
     this.pattern = m.frame_pattern ? { url: abs(m.frame_pattern), digits: Number(m.frame_digits) || 0 } : null;
     if (!this.frameUrls && !this.pattern) throw new Error("4D manifest has neither frame_urls nor frame_pattern");
     this.updateUi();
+  }
+
+  /** Forget every frame layer (the export was replaced by another run's). */
+  resetLayers() {
+    for (const [i, entry] of this.cache) if (entry.mesh && i !== this.displayedFrame) removeMesh(entry.mesh);
+    const shown = this.cache.get(this.displayedFrame);
+    this.cache = new Map(shown ? [[-1, shown]] : []);  // keeps the visible layer on screen until a new one shows
+    if (shown) this.displayedFrame = -1;
+    this.deltaLayers = null;
   }
 
   async pollUntilComplete() {
@@ -477,16 +523,28 @@ class SequencePlayer {
       .replace("{frame}", String(i).padStart(this.pattern.digits, "0"));
   }
 
-  layer(i) {
+  fileLabel(i) { return `frame ${i + 1} (${new URL(this.frameUrl(i)).pathname.split("/").pop()})`; }
+
+  layer(i, retry = false) {
     let entry = this.cache.get(i);
+    if (entry && entry.failed && retry) { this.cache.delete(i); entry = null; }
     if (!entry) {
-      entry = { mesh: null, promise: null };
-      entry.promise = loadMesh(this.frameUrl(i)).then((mesh) => {
+      entry = { mesh: null, promise: null, failed: false };
+      const load = this.encoding === "delta" ? this.deltaLayers.materialise(i).then(meshFromSplatBytes)
+        : loadMesh(this.frameUrl(i));
+      entry.promise = load.then((mesh) => {
         if (this.cache.get(i) !== entry) { mesh.dispose(); return null; }  // evicted meanwhile
         entry.mesh = mesh; mesh.visible = false; addMesh(mesh);
         if (i === this.frame) this.display(i);
         return mesh;
-      }).catch((err) => { console.error(`frame ${i}:`, err); this.cache.delete(i); return null; });
+      }).catch((err) => {
+        // Kept as failed (no retry on every tick; a seek to it tries again), and said on screen.
+        console.error(`frame ${i}:`, err);
+        entry.failed = true;
+        this.lastError = `Could not load frame ${i + 1} of the 4D sequence: ${err.message || err}`;
+        showMessage(this.lastError);
+        return null;
+      });
       this.cache.set(i, entry);
       this.evict();
     }
@@ -514,6 +572,13 @@ class SequencePlayer {
     entry.mesh.visible = true;
     if (prev && prev !== entry && prev.mesh) prev.mesh.visible = false;
     this.displayedFrame = i;
+    this.displayedSplats = entry.mesh.packedSplats ? entry.mesh.packedSplats.numSplats : 0;
+    const stale = this.cache.get(-1);  // the last layer of a replaced export (resetLayers)
+    if (stale && stale !== entry) { this.cache.delete(-1); if (stale.mesh) removeMesh(stale.mesh); }
+    if (this.lastError) {  // a frame loads again: take our message down (not one shown since, e.g. a failed job)
+      if ($("message").textContent === this.lastError) showMessage(null);
+      this.lastError = null;
+    }
     this.updateUi();
     requestRender(300);
   }
@@ -523,7 +588,7 @@ class SequencePlayer {
     i = ((Math.round(i) % this.framesReady) + this.framesReady) % this.framesReady;
     this.frame = i;
     this.clock = i / this.fps;
-    const entry = this.layer(i);
+    const entry = this.layer(i, true);
     if (entry.mesh) this.display(i);  // otherwise the current layer stays until this one arrives
     for (let k = 1; k <= this.prefetch && k < this.framesReady; k++) this.layer((i + k) % this.framesReady);
     this.updateUi();
