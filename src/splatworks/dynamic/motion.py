@@ -22,16 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 3) rotation matrices of (N, 4) quaternions (w, x, y, z); normalised here."""
-    q = q / q.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
+from splatworks.splat.reference import quat_to_rotmat  # noqa: F401  - (N, 4) wxyz -> (N, 3, 3), shared
 
 
 def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
