@@ -3,6 +3,7 @@ process), through one interface; checkpoints published completely, then by an at
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -180,3 +181,38 @@ def test_stale_attempt_cannot_publish_a_trainer_checkpoint_over_a_newer_one(stor
     assert [s for _, s in kept] == ["step-000000008", "step-000000010"]
     assert storage.list(f"{job_id}/checkpoints/attempt-000001") == []
     assert [c.attempt for c in checkpoints(storage, job_id)] == [2]
+
+
+def test_reimport_of_a_cluster_job_reads_its_published_checkpoints(storage, tmp_path):
+    """A cluster job's results live in the job storage (its head-node folder has the upload, not gs_output):
+    `admin reimport` of the folder takes the newest published checkpoint, and DONE only once the training stage
+    published result.json."""
+    from splatworks.service.admin import import_job_dir
+    from splatworks.service.jobs import new_id
+    from splatworks.service.settings import ServiceSettings
+    from splatworks.service.store import open_store
+
+    data = tmp_path / "data"
+    url = "" if storage.is_directory else storage.url
+    settings = ServiceSettings(data_dir=data, storage_url=url)
+    if storage.is_directory:  # the default storage is the jobs folder itself
+        storage = open_storage("", settings.jobs_dir)
+    store = open_store(settings.resolved_database_url)
+    try:
+        states = []
+        for finished in (False, True):
+            job_id = new_id()
+            folder = settings.jobs_dir / job_id
+            (folder / "upload").mkdir(parents=True)
+            (folder / "upload" / "a.jpg").write_bytes(b"photo")
+            (folder / "job.json").write_text(json.dumps({"job_id": job_id, "pub_key": new_id(), "kind": "static"}))
+            publish_checkpoint(storage, job_id, 1, 10000, {"point_cloud.splat": b"\0" * 64})
+            publish_checkpoint(storage, job_id, 1, 20000, {"point_cloud.splat": b"\0" * 96})
+            if finished:
+                publish_checkpoint(storage, job_id, 1, 1, {"gs_output/result.json": b"{}"}, series="train")
+            import_job_dir(settings, folder, store=store)
+            rec = store.get(job_id)
+            states.append((rec.status, rec.latest_checkpoint))
+        assert states == [("PENDING", 20000), ("DONE", 20000)]
+    finally:
+        store.close()

@@ -6,7 +6,9 @@ job out of a folder with known splats).
 
 How a folder's status is judged (nothing in the folder is changed by judging or importing it in place):
 
-- static job (``gs_output/``): DONE when a complete result is published, PENDING when only its upload is.
+- static job (``gs_output/``): DONE when a complete result is published, PENDING when only its upload is. A
+  folder imported in place also counts what the job storage holds for it (a cluster job's checkpoints and its
+  training stage's ``result.json`` are published there, not in the head node's folder).
 - dynamic job (``job.json`` kind ``dynamic``, see ``splatworks.pipeline.dynamic``): DONE when its 4D export is
   complete, i.e. ``export/manifest.json`` has every requested frame (``frames_ready == frames``, matching
   ``train/state.json`` when present) and every layer it lists is a whole ``.splat``, and ``export/metrics.json``
@@ -188,7 +190,13 @@ def import_job_dir(settings: ServiceSettings, folder: str | Path, store: JobStor
             paths.make()
             latest = latest_checkpoint(paths)
             has_upload = any(paths.upload.iterdir())
-            finished = (paths.gs_output / "result.json").is_file() or (latest is not None and not has_upload)
+            finished = (paths.gs_output / "result.json").is_file()
+            if in_place:  # a cluster job's checkpoints and results live in the job storage, not in its folder
+                step, published_result = _published_state(settings, job_id)
+                if step is not None and (latest is None or step > latest):
+                    latest = step
+                finished = finished or published_result
+            finished = finished or (latest is not None and not has_upload)
             status = DONE if latest is not None and finished else (PENDING if has_upload else ERROR)
             why = "imported folder has neither results nor an upload"
         now = time.time()
@@ -217,6 +225,23 @@ def import_job_dir(settings: ServiceSettings, folder: str | Path, store: JobStor
             shutil.rmtree(copied, ignore_errors=True)
         if own:
             store.close()
+
+
+def _published_state(settings: ServiceSettings, job_id: str) -> tuple[int | None, bool]:
+    """What the job storage holds for ``job_id``: the step of its newest published checkpoint (None: none) and
+    whether its training stage published ``gs_output/result.json`` (the job finished). A storage that cannot be
+    reached counts as holding nothing (the folder is judged on its own files, as before)."""
+    from splatworks.service.jobs import job_storage
+    from splatworks.service.storage import latest_checkpoint as published
+
+    try:
+        storage = job_storage(settings.storage_url, Path(settings.jobs_dir))
+        cp = published(storage, job_id)
+        stage = published(storage, job_id, series="train")
+    except (OSError, UserError) as exc:
+        log.warning("job %s: job storage not readable (%s); judging the folder alone", job_id, exc)
+        return None, False
+    return (cp.step if cp is not None else None), bool(stage is not None and "gs_output/result.json" in stage.files)
 
 
 def _read_dynamic_state(folder: Path, meta: dict[str, Any]) -> DynamicFolderState:
