@@ -30,12 +30,7 @@ from splatworks.synthetic.scenes import SKY, build_world, moving_objects, sample
 N_FRAMES = 12  # the objects cross their whole path: every pixel is static in >= 4 of the 12 frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread per module
 
 
 def _u8(x: np.ndarray) -> np.ndarray:

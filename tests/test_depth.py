@@ -21,12 +21,7 @@ from splatworks.scene.camera import Scene
 from splatworks.sfm.depth import sparse_depth_from_scene_points, write_colmap_depth, write_sparse_depth
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread per module
 
 
 def test_all_depth_round_trip(tmp_path):

@@ -22,13 +22,7 @@ from tiny_rig import make_tiny_dataset
 FRAMES = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The CI machine is small and shared: one thread per test process is faster than oversubscribing.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")
