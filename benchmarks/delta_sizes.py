@@ -1,9 +1,16 @@
 """Per-frame size of a delta-encoded 4D export, counted straight from a sequential training folder (issue 7).
 
-A frame's delta holds the dynamic-layer rows whose 32-byte ``.splat`` record differs from the previous frame's
-(index 4 B + record 32 B each, 12-byte header); frame 0 is the whole dynamic layer. This counts them from the
-trainer's ``frames/NNNNNN.pt`` without writing an export, so a device run can report sizes for a folder too large
-to bring back, and it cross-checks ``splatworks dynamic export``'s own sizes.
+A frame's delta holds the dynamic-layer rows whose 32-byte ``.splat`` record differs from the previous frame's;
+frame 0 is the whole dynamic layer. SWD2 (what ``splatworks dynamic export`` writes now) stores a row whose
+scale and colour bytes are unchanged as a motion record (index 4 B + position and rotation 16 B) and any other
+changed row as a full record (index 4 B + record 32 B), after a 16-byte header; SWD1 (before) stored every changed
+row as a full record after a 12-byte header. This counts both from the trainer's ``frames/NNNNNN.pt`` without
+writing an export, so a device run can report sizes for a folder too large to bring back, and it cross-checks
+``splatworks dynamic export``'s own sizes (its manifest's ``bytes`` and ``records``).
+
+JSON: ``bytes``, ``bytes_mean``, ... are SWD2 sizes (``format``: "SWD2"), ``full_rows`` / ``motion_rows`` the
+record counts per frame; ``changed_rows`` and the SWD1 sizes under ``swd1`` (the keys results before SWD2 had at
+the top level) stay comparable with older results.
 
     python benchmarks/delta_sizes.py TRAIN_DIR [-o sizes.json]
 """
@@ -34,30 +41,44 @@ def records_by_id(frame_rows: dict) -> tuple[np.ndarray, np.ndarray]:
     return ids[by_id], rec.view(np.uint8).reshape(len(rec), 32)[by_id]
 
 
+def size_stats(sizes: list[int]) -> dict:
+    after = sizes[1:] or [0]
+    return {"bytes": sizes, "bytes_mean": float(np.mean(sizes)), "bytes_max": int(max(sizes)),
+            "bytes_mean_after_first": float(np.mean(after)), "bytes_max_after_first": int(max(after))}
+
+
 def delta_sizes(train_dir: Path) -> dict:
     frames = seq.trained_frames(train_dir)
     base_ids, prev = None, None
-    changed, sizes = [], []
+    changed, full, motion, swd1, swd2 = [], [], [], [], []
     for f in frames:
         ids, rec = records_by_id(torch.load(seq.frame_file(train_dir, f), map_location="cpu"))
         if base_ids is None:
             base_ids, prev = ids, rec
             changed.append(len(ids))
-            sizes.append(32 * len(ids))
+            full.append(len(ids))
+            motion.append(0)
+            swd1.append(32 * len(ids))
+            swd2.append(32 * len(ids))
             continue
-        cur = np.zeros_like(prev)              # pruned rows draw nothing (all-zero record)
+        # Pruned rows draw nothing: all-zero here, zero scales and alpha in the export; either way a full record
+        # once (their scale bytes change) and unchanged after, so the counts are the same.
+        cur = np.zeros_like(prev)
         pos = np.searchsorted(base_ids, ids)
         if len(ids) and (pos.max() >= len(base_ids) or not np.array_equal(base_ids[pos], ids)):
             raise SystemExit(f"frame {f} has Gaussians that frame {frames[0]} has not")
         cur[pos] = rec
-        n = int((cur != prev).any(axis=1).sum())
+        rows = (cur != prev).any(axis=1)
+        look_same = (cur[:, 12:28] == prev[:, 12:28]).all(axis=1)  # scale and RGBA bytes: a motion record
+        n, p = int(rows.sum()), int((rows & look_same).sum())
         changed.append(n)
-        sizes.append(12 + 36 * n)
+        full.append(n - p)
+        motion.append(p)
+        swd1.append(12 + 36 * n)
+        swd2.append(16 + 36 * (n - p) + 20 * p)
         prev = cur
-    after = sizes[1:] or [0]
-    return {"frames": frames, "dynamic_rows": int(len(base_ids)), "changed_rows": changed, "bytes": sizes,
-            "bytes_mean": float(np.mean(sizes)), "bytes_max": int(max(sizes)),
-            "bytes_mean_after_first": float(np.mean(after)), "bytes_max_after_first": int(max(after))}
+    return {"frames": frames, "dynamic_rows": int(len(base_ids)), "format": "SWD2", "changed_rows": changed,
+            "full_rows": full, "motion_rows": motion, **size_stats(swd2), "swd1": size_stats(swd1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out)
     if args.out:
         args.out.write_text(text)
-    print(f"dynamic rows {out['dynamic_rows']}; frame 0 {out['bytes'][0] / 1e6:.2f} MB; later frames mean "
-          f"{out['bytes_mean_after_first'] / 1e6:.3f} MB, max {out['bytes_max_after_first'] / 1e6:.3f} MB; "
-          f"all frames mean {out['bytes_mean'] / 1e6:.3f} MB")
+    for name, s in (("SWD2", out), ("SWD1", out["swd1"])):
+        print(f"{name}: dynamic rows {out['dynamic_rows']}; frame 0 {s['bytes'][0] / 1e6:.2f} MB; later frames mean "
+              f"{s['bytes_mean_after_first'] / 1e6:.3f} MB, max {s['bytes_max_after_first'] / 1e6:.3f} MB; "
+              f"all frames mean {s['bytes_mean'] / 1e6:.3f} MB")
+    later = max(1, len(out["frames"]) - 1)
+    print(f"later frames: {sum(out['motion_rows'][1:]) / later:.0f} motion and {sum(out['full_rows'][1:]) / later:.0f} "
+          "full records per frame")
     return 0
 
 

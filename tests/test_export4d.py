@@ -2,9 +2,11 @@
 
 A small training folder is written directly in the trainer's layout (``dynamic/sequence_io.py``: ``static.pt``,
 ``frames/NNNNNN.pt`` with ids and raw parameters, ``state.json``): a few Gaussians move every frame, one moves by
-one float32 step, one changes below the .splat quantisation, one changes only its higher SH bands, one is pruned
-at frame 2, the rest stay bit-identical. The delta export must hold exactly the changed rows, and every frame must
-read back as the full-layer (``.splat``) export of the same frame shows it.
+one float32 step, some only turn, one moves and turns, some change colour, size or opacity (one of them while
+moving), one changes below the .splat quantisation, one changes only its higher SH bands, one is pruned at frame
+2, the rest stay bit-identical. The SWD2 delta export must hold exactly the changed rows, as motion records
+(position and rotation only) or full records, and every frame must read back as the full-layer (``.splat``)
+export of the same frame shows it. SWD1 deltas of older exports must still read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ PRUNED, PRUNED_AT = DYN_IDS[7], 2
 BELOW_QUANT = DYN_IDS[9]    # colour changes by far less than one 8-bit step: same bytes, not in any delta
 ONE_ULP = DYN_IDS[11]       # x moves by one float32 step: different bytes, in every delta
 SH_ONLY = DYN_IDS[12]       # only shN changes: a .splat does not store it, not in any delta
+TURNING = DYN_IDS[14:17]    # only the rotation changes: motion records
+MOVE_TURN = DYN_IDS[17]     # moves and turns: a motion record
+RECOLOUR = DYN_IDS[18:20]   # colour changes by whole 8-bit levels: full records
+RESCALE = DYN_IDS[20]       # size changes: a full record
+FADE = DYN_IDS[21]          # opacity changes: a full record
+MOVE_RECOLOUR = DYN_IDS[22]  # moves and changes colour: a full record
+MOTION_IDS = np.sort(np.concatenate([MOVING, [ONE_ULP], TURNING, [MOVE_TURN]]))
+FULL_IDS = np.sort(np.concatenate([RECOLOUR, [RESCALE, FADE, MOVE_RECOLOUR]]))
 
 
 def _params(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -65,6 +75,15 @@ def frame_params(i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     p["means"][row[ONE_ULP], 0] = x
     p["sh0"][row[BELOW_QUANT]] += np.float32(1e-4 * i)
     p["shN"][row[SH_ONLY]] += np.float32(0.5 * i)
+    for k, g in enumerate([*TURNING, MOVE_TURN]):  # about z by 0.3 rad a frame: every quantised component moves
+        angle = 0.2 * k + 0.3 * i
+        p["quats"][row[g]] = np.array([np.cos(angle / 2), 0.0, 0.0, np.sin(angle / 2)], dtype=np.float32)
+    p["means"][row[MOVE_TURN]] += np.float32(0.05 * i)
+    for g in [*RECOLOUR, MOVE_RECOLOUR]:
+        p["sh0"][row[g]] += np.float32(3 * i / 255 / SH_C0)  # three 8-bit levels a frame (from a bucket's middle)
+    p["means"][row[MOVE_RECOLOUR]] -= np.float32(0.05 * i)
+    p["scales"][row[RESCALE]] += np.float32(0.2 * i)
+    p["opacities"][row[FADE]] = np.float32(0.3 * i)
     keep = np.ones(len(DYN_IDS), dtype=bool)
     if i >= PRUNED_AT:
         keep[row[PRUNED]] = False
@@ -107,7 +126,7 @@ def _drawn(layers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_manifest_and_delta_sizes(exports):
     m = e4.load_manifest(exports["delta"])
-    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD1"
+    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD2"
     assert m["dynamic_count"] == len(DYN_IDS) and m["frames"] == m["frames_ready"] == N_FRAMES
     assert m["fps"] == 12.0 and m["frame_numbers"] == [10, 12, 14, 16, 18] and m["static"] == "static.splat"
     assert m["frame_files"] == m["frame_urls"] == ["frames/000000.splat"] + [f"frames/{i:06d}.swd"
@@ -115,20 +134,30 @@ def test_manifest_and_delta_sizes(exports):
     sizes = [(exports["delta"] / f).stat().st_size for f in m["frame_files"]]
     assert m["bytes"]["per_frame"] == sizes
     assert sizes[0] == 32 * len(DYN_IDS)
-    # Changed rows only: the 5 movers and the one-ulp row every frame, the pruned row once (at frame 2).
-    changed = [len(MOVING) + 1 + (i == PRUNED_AT) for i in range(1, N_FRAMES)]
-    assert sizes[1:] == [12 + 36 * n for n in changed]
+    # Motion records (20 B) for rows that only move and/or turn, full records (36 B) for colour, size and opacity
+    # changes and for the pruned row (once, at frame 2): exactly these rows, in frame 0's (id-ordered) row order.
+    row = {int(g): r for r, g in enumerate(DYN_IDS)}
+    motion = sorted(row[int(g)] for g in MOTION_IDS)
+    for i in range(1, N_FRAMES):
+        full = sorted(row[int(g)] for g in [*FULL_IDS, *([PRUNED] if i == PRUNED_AT else [])])
+        data = (exports["delta"] / m["frame_files"][i]).read_bytes()
+        assert data[:4] == b"SWD2"
+        d = e4.decode_delta(data, len(DYN_IDS))
+        assert d.full_rows.tolist() == full and d.motion_rows.tolist() == motion, i
+        assert d.full_records.shape == (len(full), 32) and d.motion_records.shape == (len(motion), 16)
+        assert sizes[i] == 16 + 36 * len(full) + 20 * len(motion) == e4.swd2_size(len(full), len(motion))
+        assert (m["records"]["full"][i], m["records"]["motion"][i]) == (len(full), len(motion))
+        # A motion record is the row's position and rotation bytes at this frame; the rest of the row is as before.
+        prev, cur = (e4.dynamic_layer_records(exports["delta"], j) for j in (i - 1, i))
+        assert np.array_equal(d.motion_records, np.concatenate([cur[motion, :12], cur[motion, 28:]], axis=1))
+        assert np.array_equal(cur[motion, 12:28], prev[motion, 12:28])
+        assert (cur[motion, :12] != prev[motion, :12]).any() or (cur[motion, 28:] != prev[motion, 28:]).any()
+        assert np.array_equal(d.full_records, cur[full])
+    assert m["records"]["full"][0] == len(DYN_IDS) and m["records"]["motion"][0] == 0
     assert m["bytes"]["per_frame_mean_after_first"] == pytest.approx(np.mean(sizes[1:]))
     assert m["bytes"]["total"] == m["bytes"]["static"] + sum(sizes) and m["bytes"]["per_frame_max"] == sizes[0]
-    # The rows named in each delta are exactly the changed Gaussians' positions in frame 0's (id-ordered) layer.
-    row = {int(g): r for r, g in enumerate(DYN_IDS)}
-    for i in range(1, N_FRAMES):
-        rows, records = e4.decode_delta((exports["delta"] / m["frame_files"][i]).read_bytes(), len(DYN_IDS))
-        expect = sorted([row[int(g)] for g in MOVING] + [row[int(ONE_ULP)]] + ([row[int(PRUNED)]] if i == PRUNED_AT
-                                                                                else []))
-        assert rows.tolist() == expect and records.shape == (len(expect), 32)
     full = e4.load_manifest(exports["full"])
-    assert full["schema"] == "splatworks.4d/1" and "encoding" not in full
+    assert full["schema"] == "splatworks.4d/1" and "encoding" not in full and "records" not in full
     assert full["bytes"]["per_frame"][1] == 32 * len(DYN_IDS)  # what the delta saves
 
 
@@ -187,13 +216,30 @@ def test_broken_delta_files_give_clear_errors(exports, tmp_path):
     shutil.copytree(exports["delta"], bad)
     f2 = bad / "frames" / "000002.swd"
     good = f2.read_bytes()
-    assert e4.load_frame_layers(bad, 1)["means"].shape[0] == len(STATIC_IDS) + len(DYN_IDS)
+    m = len(DYN_IDS)
+    d = e4.decode_delta(good, m)
+    f, p = len(d.full_rows), len(d.motion_rows)
+    assert f >= 2 and p >= 2
+    at = 16 + 36 * f  # where the motion rows start
+
+    def u32(v: int) -> bytes:
+        return int(v).to_bytes(4, "little")
+
+    overlap = e4.Delta(m, d.full_rows, d.full_records, np.sort(np.append(d.motion_rows[1:], d.full_rows[0])),
+                       d.motion_records).encode()
+    assert len(overlap) == len(good)
     cases = {
         "truncated": good[:-5],
-        "not a SWD1": b"XXXX" + good[4:],
-        "another run": good[:8] + (len(DYN_IDS) + 1).to_bytes(4, "little") + good[12:],
-        "strictly ascending": good[:12] + good[16:20] + good[12:16] + good[20:],
-        "too short": good[:7],
+        "not a SWD2 or SWD1": b"XXXX" + good[4:],
+        "another run": good[:12] + u32(m + 1) + good[16:],
+        "full row indices must be strictly ascending": good[:16] + good[20:24] + good[16:20] + good[24:],
+        "motion row indices must be strictly ascending": good[:at] + good[at + 4:at + 8] + good[at:at + 4]
+                                                         + good[at + 8:],
+        "motion row indices must be .* below 40": good[:at + 4 * p - 4] + u32(m) + good[at + 4 * p:],
+        "both a full and a motion record": overlap,
+        r"4294967295 motion records .* truncated or garbled": good[:8] + u32(2**32 - 1) + good[12:],
+        "too short for a SWD2 delta": good[:15],
+        "too short for a delta file": good[:3],
     }
     for words, data in cases.items():
         f2.write_bytes(data)
@@ -201,9 +247,81 @@ def test_broken_delta_files_give_clear_errors(exports, tmp_path):
             e4.load_frame_layers(bad, 3)
         assert "000002.swd" in str(err.value)
         assert e4.load_frame_layers(bad, 1)["means"].shape[0] > 0  # earlier frames still read
+    f2.write_bytes(good)
+    assert all(torch.equal(a, b) for a, b in zip(e4.load_frame_layers(bad, 3).values(),
+                                                 e4.load_frame_layers(exports["delta"], 3).values()))
     f2.unlink()
     with pytest.raises(InputError, match="missing"):
         e4.load_frame_layers(bad, 2)
+
+
+def test_swd1_exports_still_read_and_are_rewritten_as_swd2(exports, tmp_path):
+    """An export written before SWD2: the same frames as SWD1 deltas (full records only)."""
+    old = tmp_path / "old"
+    shutil.copytree(exports["delta"], old)
+    man = json.loads((old / "manifest.json").read_text())
+    man["delta_format"] = "SWD1"
+    del man["records"]
+    m = len(DYN_IDS)
+    layers = [e4.dynamic_layer_records(exports["delta"], i) for i in range(N_FRAMES)]
+    for i in range(1, N_FRAMES):
+        rows = e4.changed_rows(layers[i - 1], layers[i])
+        data = e4.encode_swd1(rows, layers[i][rows], m)
+        assert data[:4] == b"SWD1" and len(data) == 12 + 36 * len(rows)
+        (old / man["frame_files"][i]).write_bytes(data)
+        man["bytes"]["per_frame"][i] = len(data)
+        assert e4.layer_file_is_complete(old / man["frame_files"][i])
+        d = e4.decode_delta(data, m)
+        assert d.full_rows.tolist() == rows.tolist() and len(d.motion_rows) == 0 and d.motion_records.shape == (0, 16)
+    (old / "manifest.json").write_text(json.dumps(man))
+    for i in range(N_FRAMES):
+        assert np.array_equal(e4.dynamic_layer_records(old, i), layers[i]), i
+        a, b = e4.load_frame_layers(old, i), e4.load_frame_layers(exports["delta"], i)
+        assert all(torch.equal(a[k], b[k]) for k in a), i
+    f3 = old / man["frame_files"][3]
+    good = f3.read_bytes()
+    for words, data in {"truncated": good[:-1], "strictly ascending": good[:12] + good[16:20] + good[12:16] + good[20:],
+                        "another run": good[:8] + (m - 1).to_bytes(4, "little") + good[12:],
+                        "too short for a SWD1 delta": good[:9]}.items():
+        f3.write_bytes(data)
+        with pytest.raises(InputError, match=words):
+            e4.load_frame_layers(old, 3)
+    f3.write_bytes(good)
+    # Re-exporting into the same folder rewrites the deltas as SWD2: the files of a fresh export, byte for byte.
+    m2 = e4.export_4d(exports["run"], old)
+    assert m2["delta_format"] == "SWD2"
+    for rel in m2["frame_files"]:
+        assert (old / rel).read_bytes() == (exports["delta"] / rel).read_bytes(), rel
+
+
+def test_delta_round_trips_any_change_and_picks_the_smaller_record():
+    """Random layers, rows changed in every combination of byte ranges: the decoded delta applied to the previous
+    layer gives the new one byte for byte; motion records exactly for rows whose bytes 12-27 are unchanged."""
+    rng = np.random.default_rng(3)
+    m = 600
+    prev = rng.integers(0, 256, size=(m, 32), dtype=np.uint8)
+    cur = prev.copy()
+    ranges = {"position": (0, 12), "scale": (12, 24), "rgba": (24, 28), "rotation": (28, 32)}
+    kinds = rng.integers(0, 16, size=m)  # bit set per range: which byte ranges of the row change
+    for bit, (lo, hi) in enumerate(ranges.values()):
+        for r in np.flatnonzero(kinds & (1 << bit)):
+            k = rng.integers(lo, hi)
+            cur[r, k] ^= rng.integers(1, 256, dtype=np.uint8)  # one byte of that range, always a real change
+    look = 2 | 4  # scale or rgba changed: a full record
+    expect_full = np.flatnonzero(kinds & look)
+    expect_motion = np.flatnonzero((kinds != 0) & ~(kinds & look).astype(bool))
+    d = e4.Delta.between(prev, cur)
+    assert d.full_rows.tolist() == expect_full.tolist() and d.motion_rows.tolist() == expect_motion.tolist()
+    data = d.encode()
+    assert len(data) == 16 + 36 * len(expect_full) + 20 * len(expect_motion)
+    out = prev.copy()
+    e4.decode_delta(data, m).apply(out)
+    assert np.array_equal(out, cur)
+    empty = e4.Delta.between(cur, cur.copy())
+    assert empty.rows == 0 and empty.encode() == b"SWD2" + bytes(8) + m.to_bytes(4, "little")
+    same = cur.copy()
+    e4.decode_delta(empty.encode(), m).apply(same)
+    assert np.array_equal(same, cur)
 
 
 def test_reexport_while_training_grows_and_rejects_new_ids(tmp_path):
@@ -236,9 +354,9 @@ def test_change_detection_is_vectorised_bytes():
     b[[3, 500, 999], [0, 31, 17]] ^= 1  # one bit in three rows, at either end of the record
     assert e4.changed_rows(a, b).tolist() == [3, 500, 999]
     assert e4.changed_rows(a, a.copy()).size == 0
-    data = e4.encode_delta(np.array([3, 500]), b[[3, 500]], 1000)
-    rows, recs = e4.decode_delta(data, 1000)
-    assert rows.tolist() == [3, 500] and np.array_equal(recs, b[[3, 500]]) and data[:4] == b"SWD1"
+    data = e4.encode_swd1(np.array([3, 500]), b[[3, 500]], 1000)
+    d = e4.decode_delta(data, 1000)
+    assert d.full_rows.tolist() == [3, 500] and np.array_equal(d.full_records, b[[3, 500]]) and data[:4] == b"SWD1"
     layer = e4.hidden_records(a[:2])
     assert not layer[:, 12:24].any() and not layer[:, 27].any() and np.array_equal(layer[:, :12], a[:2, :12])
     assert len(data) == 12 + 2 * 36
@@ -249,8 +367,32 @@ def test_layer_files_judged_complete_without_reading_them(exports, tmp_path):
     assert all(e4.layer_file_is_complete(exports["delta"] / f) for f in [m["static"], *m["frame_files"]])
     good = (exports["delta"] / m["frame_files"][1]).read_bytes()
     assert len(good) % 32  # a .splat size test would call this delta broken
+    assert good[:4] == b"SWD2"
+    swd1 = e4.encode_swd1(np.array([1, 4]), np.zeros((2, 32), np.uint8), 40)
+    (tmp_path / "old.swd").write_bytes(swd1)
+    assert e4.layer_file_is_complete(tmp_path / "old.swd")
     for name, data in {"cut.swd": good[:-1], "long.swd": good + b"\0", "magic.swd": b"SWDX" + good[4:],
-                       "head.swd": good[:10], "odd.splat": b"\0" * 33, "empty.splat": b""}.items():
+                       "head.swd": good[:14], "odd.splat": b"\0" * 33, "empty.splat": b"",
+                       "swd1cut.swd": swd1[:-1], "swd1head.swd": swd1[:10]}.items():
         (tmp_path / name).write_bytes(data)
         assert not e4.layer_file_is_complete(tmp_path / name), name
     assert not e4.layer_file_is_complete(tmp_path / "absent.swd")
+
+
+def test_delta_sizes_benchmark_counts_what_the_export_writes(exports):
+    """benchmarks/delta_sizes.py counts both record kinds straight from the training folder: the same sizes and
+    counts as the export's manifest (SWD2), and SWD1's sizes under their own key."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "delta_sizes", Path(__file__).resolve().parents[1] / "benchmarks" / "delta_sizes.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.delta_sizes(exports["run"])
+    m = e4.load_manifest(exports["delta"])
+    assert out["format"] == "SWD2" and out["bytes"] == m["bytes"]["per_frame"]
+    assert out["full_rows"] == m["records"]["full"] and out["motion_rows"] == m["records"]["motion"]
+    assert out["motion_rows"][1:] == [len(MOTION_IDS)] * (N_FRAMES - 1)
+    changed = out["changed_rows"]
+    assert out["swd1"]["bytes"] == [32 * len(DYN_IDS)] + [12 + 36 * n for n in changed[1:]]
+    assert out["bytes_mean_after_first"] < out["swd1"]["bytes_mean_after_first"]

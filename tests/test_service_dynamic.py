@@ -114,8 +114,7 @@ def test_videos_upload_runs_to_done_and_4d_files_video_and_metrics_download(serv
                 assert len(current) == m["dynamic_count"]
             else:
                 assert rel.endswith(".swd")
-                rows, records = decode_delta(r.content, len(current), rel)
-                current[rows] = records
+                decode_delta(r.content, len(current), rel).apply(current)  # full, then motion-only records
             layers.append(read_splat_bytes(current.tobytes(), pruned_rows=True))
         # The moving objects' Gaussians move between the first and the last frame (ids line up: no pruning here).
         if len(layers[0]) == len(layers[-1]):

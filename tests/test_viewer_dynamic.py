@@ -9,11 +9,16 @@ moved and match where nothing moved.
 A delta-encoded export (``dynamic/export4d.py``: frame 0's layer, then only the changed rows per frame) of a
 trained run in the trainer's own layout is played the same way: frames reached forward, backward and forward again
 show what they should, and what a full-layer export of the same run shows; a damaged delta says so on screen.
+Its SWD2 deltas hold motion records (a blob that moves, a bar that only turns, as sequential training's default
+motion-only frames write them) and a full record (a pruned blob); the same export rewritten with SWD1 deltas (older
+exports) still plays and shows the same pictures. The viewer's delta parser (``delta4d.js``, run in node) decodes
+the Python encoder's files byte for byte and rejects the same damaged files.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,14 +158,26 @@ def test_viewer_plays_a_dynamic_job_from_its_4d_routes(served, browser, tmp_path
     b.eval("window.splatworks.player.pause()")
 
 
-GREEN, BLUE = np.array([0.05, 1.0, 0.05]), np.array([0.1, 0.3, 1.0])
+GREEN, BLUE, YELLOW = np.array([0.05, 1.0, 0.05]), np.array([0.1, 0.3, 1.0]), np.array([1.0, 1.0, 0.05])
+BAR_LONG, BAR_SHORT = 0.22, 0.05  # the turning bar's scales (world units) along its own x, and y and z
+TURNED = (1, 2)                   # frames where the bar stands upright (lies along the screen's x elsewhere)
 SCENE = (slice(56, 176), slice(0, W))  # the rows where the blobs are, clear of the status panel and the player bar
+
+
+def bar_quats(right: np.ndarray, up: np.ndarray, turned: bool) -> np.ndarray:
+    """(4,) wxyz rotation taking the bar's own x axis to ``right`` (lying) or to ``up`` (turned upright)."""
+    from scipy.spatial.transform import Rotation
+
+    x, y = (up, -right) if turned else (right, up)
+    x_yzw = Rotation.from_matrix(np.stack([x, y, np.cross(x, y)], axis=1)).as_quat()
+    return np.roll(x_yzw, 1).astype(np.float32)
 
 
 def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready: int = 3) -> dict[str, Any]:
     """A trained run in the trainer's layout (static.pt + frames/NNNNNN.pt), exported delta-encoded for one job
-    and full-layer for another. Static: a white blob; dynamic layer (ids 1, 2, 3): a red blob moving left to
-    right, a green one that never changes (bit-identical rows), a blue one pruned at frame 2."""
+    and full-layer for another. Static: a white blob; dynamic layer (ids 1, 2, 3, 4): a red blob moving left to
+    right (position-only changes), a green one that never changes (bit-identical rows), a blue one pruned at frame
+    2, a yellow bar that only turns (upright at frames 1 and 2: rotation-only changes)."""
     import torch
 
     from splatworks.dynamic import sequence_io as sio
@@ -170,19 +187,26 @@ def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready:
     full_root, full_key, *_ = new_dynamic_job(settings)  # the same rig, so the same start view
     run = tmp_path / "run"
 
-    def save(path: Path, ids: list[int], centres: list[np.ndarray], colours: list[np.ndarray]) -> None:
+    def save(path: Path, ids: list[int], centres: list[np.ndarray], colours: list[np.ndarray], turned: bool = False
+             ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"ids": torch.tensor(ids), **blob_params(np.stack(centres), np.stack(colours), scale=0.14)}, path)
+        params = blob_params(np.stack(centres), np.stack(colours), scale=0.14)
+        if 4 in ids:  # the bar: long along its own x, turned by its rotation only
+            k = ids.index(4)
+            params["scales"][k] = torch.log(torch.tensor([BAR_LONG, BAR_SHORT, BAR_SHORT]))
+            params["quats"][k] = torch.from_numpy(bar_quats(right, up, turned))
+        torch.save({"ids": torch.tensor(ids), **params}, path)
 
     static_pos = target + 0.75 * up
     moving = [target + (i - (n_frames - 1) / 2) * 0.7 * right + 0.1 * up for i in range(n_frames)]
     green, blue = target + 0.75 * up - right, target + 0.75 * up + right  # beside the white one (clear of the UI)
+    bar = target + 0.4 * up + 1.6 * right  # right of the moving blob's path, below the blue one
     save(run / sio.STATIC_FILE, [0], [static_pos], [WHITE])
     for i in range(n_frames):
         ids, centres, colours = [1, 2], [moving[i], green], [RED, GREEN]
         if i < 2:
             ids, centres, colours = ids + [3], centres + [blue], colours + [BLUE]
-        save(sio.frame_file(run, i), ids, centres, colours)
+        save(sio.frame_file(run, i), ids + [4], centres + [bar], colours + [YELLOW], turned=i in TURNED)
     (run / "source.json").write_text(json.dumps({"fps": 4.0}))
 
     def train_until(done: int) -> None:  # training finishes frames; the pipeline re-exports after each
@@ -192,7 +216,8 @@ def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready:
 
     train_until(ready)
     return {"delta": delta_key, "full": full_key, "export": root / "export", "static": static_pos,
-            "moving": moving, "green": green, "blue": blue, "train_until": train_until}
+            "moving": moving, "green": green, "blue": blue, "bar": bar, "up": up, "right": right,
+            "train_until": train_until}
 
 
 def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, browser, tmp_path) -> None:
@@ -208,17 +233,20 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
     b.eval(f"(() => {{ const p = {player}; p.cacheSize = 1; p.prefetch = 0; p.evict(); }})()")
     assert b.eval(f"[...{player}.cache.keys()]") == [0]
     pose = b.eval("window.splatworks.cameraPose()")
-    uv = project_threejs(pose, np.stack([seq["static"], seq["green"], seq["blue"], *seq["moving"]]), W, H)
+    bar, along, across = seq["bar"], 0.12 * seq["right"], 0.12 * seq["up"]  # on the lying bar, beside it
+    uv = project_threejs(pose, np.stack([seq["static"], seq["green"], seq["blue"], bar + along, bar - along,
+                                         bar + across, bar - across, *seq["moving"]]), W, H)
     for u, v in uv:
         assert 20 < u < W - 20 and 20 < v < H - 20, f"a blob projects off screen at {(u, v)}"
-    uv_static, uv_green, uv_blue, uv_moving = uv[0], uv[1], uv[2], uv[3:]
+    uv_static, uv_green, uv_blue, uv_lying, uv_upright, uv_moving = uv[0], uv[1], uv[2], uv[3:5], uv[5:7], uv[7:]
+    assert all(SCENE[0].start + 10 < v < SCENE[0].stop - 10 for _, v in uv[3:7])
     shots: dict[int, np.ndarray] = {0: b.screenshot(tmp_path / "d0.png")}
 
     def show(frame: int, patched_from: int) -> np.ndarray:
         seek(b, frame)
         settle(b, frame)
         assert b.eval(f"{player}.deltaLayers.lastPatch") == {"from": patched_from, "to": frame}
-        assert b.eval(f"{player}.displayedSplats") == 3  # frame 0's rows, the pruned one included
+        assert b.eval(f"{player}.displayedSplats") == 4  # frame 0's rows, the pruned one included
         assert b.eval("JSON.stringify(window.splatworks.cameraPose())") == json.dumps(pose, separators=(",", ":"))
         return b.screenshot(tmp_path / f"d{frame}_{patched_from}.png")
 
@@ -233,12 +261,28 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
             assert np.abs(dominant_colour_at(img, uv_blue) - 255 * BLUE).max() < 70
         else:
             assert dominant_colour_at(img, uv_blue).max() < 60, "a pruned Gaussian is still drawn"
+        drawn, empty = (uv_upright, uv_lying) if frame in TURNED else (uv_lying, uv_upright)  # motion records turn it
+        for p in drawn:
+            assert np.abs(dominant_colour_at(img, p) - 255 * YELLOW).max() < 70, (frame, "bar", p)
+        for p in empty:
+            assert dominant_colour_at(img, p).max() < 60, (frame, "the bar is not turned", p)
 
     check(shots[0], 0)
     shots[2] = show(2, 2)   # the initial prefetch left the cursor at frame 2: nothing to apply
     shots[1] = show(1, 0)   # backwards: starts again from frame 0's bytes, applies delta 1
     seq["train_until"](4)   # training finishes frame 3: the player picks it up from the manifest
     b.wait(f"{player}.framesReady === 4", 15)
+    # SWD2 files: motion records for the red blob (it moves) and the bar (it turns at frames 1 and 3), a full
+    # record for the blue blob when it is pruned (frame 2). Rows: ids 1, 2, 3, 4 in order.
+    from splatworks.dynamic.export4d import decode_delta, load_manifest
+
+    manifest = load_manifest(seq["export"])
+    assert manifest["delta_format"] == "SWD2"
+    kinds = []
+    for rel in manifest["frame_files"][1:]:
+        d = decode_delta((seq["export"] / rel).read_bytes(), 4)
+        kinds.append((d.full_rows.tolist(), d.motion_rows.tolist()))
+    assert kinds == [([], [0, 3]), ([2], [0]), ([], [0, 3])]
     shots[3] = show(3, 1)   # forwards from the cursor: deltas 2 and 3
     again = show(2, 0)
     for frame, img in shots.items():
@@ -255,7 +299,7 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
     for frame in (2, 3):
         seek(b, frame)
         settle(b, frame)
-        assert b.eval(f"{player}.displayedSplats") == 2  # the pruned Gaussian is not in these frames' files
+        assert b.eval(f"{player}.displayedSplats") == 3  # the pruned Gaussian is not in these frames' files
         full = b.screenshot(tmp_path / f"f{frame}.png")
         same = np.abs(full[SCENE].astype(float) - shots[frame][SCENE].astype(float))
         assert same.mean() < 0.2 and same.max() < 24, (frame, same.mean(), same.max())
@@ -277,7 +321,124 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
     seek(b, 3)
     settle(b, 3)
     assert b.eval(f"{player}.lastError") is None and b.eval("document.getElementById('message').hidden")
+
+    # The same export as one written before SWD2 (SWD1 deltas: full records only) still plays, the same pictures.
+    rewrite_as_swd1(seq["export"])
+    b.goto(f"{url}/v/{seq['delta']}?poll=300")
+    b.wait(f"window.splatworks && {player} && {player}.displayedFrame === 0", 90)
+    settle(b, 0)
+    b.eval(f"(() => {{ const p = {player}; p.cacheSize = 1; p.prefetch = 0; p.evict(); }})()")
+    for frame, patched_from in ((1, 0), (3, 1)):  # back to frame 1 from the prefetched ones, then deltas 2 and 3
+        seek(b, frame)
+        settle(b, frame)
+        assert b.eval(f"{player}.deltaLayers.lastPatch") == {"from": patched_from, "to": frame}
+        img = b.screenshot(tmp_path / f"swd1_{frame}.png")
+        check(img, frame)
+        same = np.abs(img[SCENE].astype(float) - shots[frame][SCENE].astype(float))
+        assert same.mean() < 0.2 and same.max() < 24, (frame, same.mean(), same.max())
+    assert b.eval(f"{player}.lastError") is None
     b.goto("about:blank")
+
+
+def rewrite_as_swd1(export: Path) -> None:
+    """Rewrite a delta export's .swd files as SWD1 (the format before SWD2) holding the same frames."""
+    from splatworks.dynamic import export4d as e4
+
+    m = e4.load_manifest(export)
+    layers = [e4.dynamic_layer_records(export, i, m) for i in range(len(m["frame_files"]))]
+    for i in range(1, len(layers)):
+        rows = e4.changed_rows(layers[i - 1], layers[i])
+        data = e4.encode_swd1(rows, layers[i][rows], m["dynamic_count"])
+        (export / m["frame_files"][i]).write_bytes(data)
+        m["bytes"]["per_frame"][i] = len(data)
+    m["delta_format"] = "SWD1"
+    (export / "manifest.json").write_text(json.dumps(m))
+    assert all(np.array_equal(e4.dynamic_layer_records(export, i), layer) for i, layer in enumerate(layers))
+
+
+NODE_APPLY = """
+import { readFileSync, writeFileSync } from "node:fs";
+import { applyDelta, parseDelta } from "%s";
+const jobs = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const out = jobs.map(({ layer, delta, m }) => {
+  const bytes = new Uint8Array(readFileSync(layer)), data = new Uint8Array(readFileSync(delta));
+  const before = bytes.slice();
+  try {
+    const parsed = parseDelta(data, m, delta.split("/").pop());
+    applyDelta(bytes, parsed);
+    writeFileSync(layer + ".out", bytes);
+    return { format: parsed.format, full: parsed.fullRows.length, motion: parsed.motionRows.length };
+  } catch (err) {
+    return { error: err.message, untouched: Buffer.compare(Buffer.from(bytes), Buffer.from(before)) === 0 };
+  }
+});
+console.log(JSON.stringify(out));
+"""
+
+
+def test_viewer_delta_parser_matches_the_python_encoder(tmp_path) -> None:
+    """delta4d.js (in node, no browser) applies the Python encoder's SWD2 and SWD1 files byte for byte, and
+    rejects damaged ones before patching a byte, with the reason the Python reader gives."""
+    from splatworks.dynamic import export4d as e4
+    from splatworks.viewer.build import VIEWER_DIR
+
+    rng = np.random.default_rng(5)
+    m = 300
+    prev = rng.integers(0, 256, size=(m, 32), dtype=np.uint8)
+    cur = prev.copy()
+    pick = rng.permutation(m)[:100]
+    moved, turned = pick[:40], pick[40:80]
+    recoloured = np.concatenate([pick[80:], moved[:10], turned[:10]])  # some of them also moved or turned
+    cur[moved, :12] ^= 0x3C                           # position bytes: a motion record
+    cur[turned, 28:] ^= 0x5A                          # rotation bytes only: a motion record
+    cur[recoloured, 24] ^= 0xFF                       # colour: a full record
+    swd2 = e4.Delta.between(prev, cur)
+    assert sorted(swd2.full_rows) == sorted(recoloured) and len(swd2.motion_rows) == 60
+    good = swd2.encode()
+    rows = e4.changed_rows(prev, cur)
+    at = 16 + 36 * len(swd2.full_rows)
+    files = {
+        "swd2": good,
+        "swd1": e4.encode_swd1(rows, cur[rows], m),
+        "empty": e4.Delta.between(prev, prev.copy()).encode(),
+        "truncated": good[:-3],
+        "SWD2 or SWD1": b"SWD3" + good[4:],
+        "layer of 301 rows": good[:12] + (m + 1).to_bytes(4, "little") + good[16:],
+        "motion row indices must be strictly ascending": good[:at] + good[at + 4:at + 8] + good[at:at + 4]
+                                                         + good[at + 8:],
+        "both a full and a motion record": e4.Delta(m, swd2.full_rows, swd2.full_records,
+                                                    np.sort(np.append(swd2.motion_rows[1:], swd2.full_rows[3])),
+                                                    swd2.motion_records).encode(),
+        "16-byte header": good[:13],
+    }
+    jobs = []
+    for name, data in files.items():
+        (tmp_path / f"{name}.swd").write_bytes(data)
+        (tmp_path / f"{name}.layer").write_bytes(prev.tobytes())
+        jobs.append({"layer": str(tmp_path / f"{name}.layer"), "delta": str(tmp_path / f"{name}.swd"), "m": m})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    script = tmp_path / "apply.mjs"
+    script.write_text(NODE_APPLY % (VIEWER_DIR / "static" / "delta4d.js").as_uri())
+    run = subprocess.run(["node", str(script), str(tmp_path / "jobs.json")], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    results = dict(zip(files, json.loads(run.stdout)))
+    for name in ("swd2", "swd1", "empty"):
+        expect = cur if name != "empty" else prev
+        out = np.frombuffer((tmp_path / f"{name}.layer.out").read_bytes(), np.uint8).reshape(m, 32)
+        assert np.array_equal(out, expect), name
+        python = prev.copy()
+        e4.decode_delta(files[name], m).apply(python)
+        assert np.array_equal(out, python), name
+    assert results["swd2"] == {"format": "SWD2", "full": 40, "motion": len(swd2.motion_rows)}
+    assert results["swd1"] == {"format": "SWD1", "full": len(rows), "motion": 0}
+    for name, data in files.items():
+        if name in ("swd2", "swd1", "empty"):
+            continue
+        assert name in results[name]["error"] and f"{name}.swd" in results[name]["error"], results[name]
+        assert results[name]["untouched"], name  # nothing patched
+        with pytest.raises(Exception):
+            e4.decode_delta(data, m)
 
 
 def test_upload_page_sends_multi_view_videos_as_a_dynamic_job(served, browser, tmp_path) -> None:

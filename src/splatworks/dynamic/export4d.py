@@ -8,27 +8,41 @@ Layout (every ``.splat`` is antimatter15's format, 32 bytes per Gaussian, see ``
     EXPORT/frames/000000.splat       frame 0's dynamic layer: M records, one row per Gaussian, ascending id order
     EXPORT/frames/000001.swd         delta encoding: the rows of frame 1 whose record differs from frame 0's, ...
 
-Delta file ``frames/NNNNNN.swd`` of frame index i > 0 (binary, little-endian)::
+Delta file ``frames/NNNNNN.swd`` of frame index i > 0 (binary, little-endian), format SWD2 (written now)::
 
-    bytes 0-3    magic b"SWD1"
-    bytes 4-7    uint32 N   records in this delta
-    bytes 8-11   uint32 M   rows of the dynamic layer (sanity check against frame 0's layer)
-    then N uint32 row indices, strictly ascending, each < M (positions in frame 0's layer)
-    then N 32-byte .splat records that replace those rows
+    bytes 0-3    magic b"SWD2"
+    bytes 4-7    uint32 F   full records in this delta
+    bytes 8-11   uint32 P   motion records in this delta
+    bytes 12-15  uint32 M   rows of the dynamic layer (sanity check against frame 0's layer)
+    then F uint32 row indices, strictly ascending, each < M (positions in frame 0's layer)
+    then F 32-byte .splat records that replace those rows
+    then P uint32 row indices, strictly ascending, each < M, none of them among the F rows above
+    then P 16-byte motion records: position (3 x float32, the record's bytes 0-11) then rotation (4 x uint8, its
+         bytes 28-31); each replaces only those 16 bytes of its row (scale and colour bytes 12-27 stay)
 
-Frame i's dynamic layer = frame 0's layer with the deltas 1..i applied in order. A row is in frame i's delta iff
-its encoded 32-byte record at frame i differs from its record at frame i - 1 (byte comparison: the .splat
-quantisation decides, no tolerance); training keeps the Gaussians away from the moving people bit-for-bit, so
-they cost nothing after frame 0. A Gaussian pruned at frame i (its id is missing from frame i's ``.pt``) is written
-once as a record that draws nothing (scales 0, opacity byte 0, position, colour and rotation kept) and stays so.
-Training never adds Gaussians after frame 0: an id that frame 0 lacks is an error.
+    size = 16 + 36 F + 20 P bytes
+
+Format SWD1 (exports written before; still read, by this module and the viewer) has only full records::
+
+    bytes 0-3 magic b"SWD1"; 4-7 uint32 N; 8-11 uint32 M; then N uint32 rows (ascending, < M); then N x 32 bytes
+
+Frame i's dynamic layer = frame 0's layer with the deltas 1..i applied in order (in each delta: full records, then
+motion records). A row is in frame i's delta iff its encoded 32-byte record at frame i differs from its record at
+frame i - 1 (byte comparison: the .splat quantisation decides, no tolerance); it is a motion record when only its
+position and/or rotation bytes differ (sequential training's default ``frame_params=motion`` changes nothing else
+after frame 0, so later frames cost 20 bytes per moving Gaussian instead of 36), a full record otherwise. Training
+keeps the Gaussians away from the moving people bit-for-bit, so they cost nothing after frame 0. A Gaussian pruned
+at frame i (its id is missing from frame i's ``.pt``) is written once as a full record that draws nothing (scales
+0, opacity byte 0, position, colour and rotation kept) and stays so. Training never adds Gaussians after frame 0:
+an id that frame 0 lacks is an error.
 
 ``manifest.json`` (read by the viewer's SequencePlayer, docs/viewer.md)::
 
-    {"schema": "splatworks.4d/2", "encoding": "delta", "delta_format": "SWD1", "format": "splat",
+    {"schema": "splatworks.4d/2", "encoding": "delta", "delta_format": "SWD2", "format": "splat",
      "fps": 30.0, "frames": 150, "frames_ready": 150, "static": "static.splat", "dynamic_count": M,
      "frame_files": ["frames/000000.splat", "frames/000001.swd", ...], "frame_urls": (same list),
      "frame_numbers": [dataset frame numbers],
+     "records": {"full": [M, F of frame 1, ...], "motion": [0, P of frame 1, ...]},   (delta encoding only)
      "bytes": {"static": ..., "per_frame": [file size of each frame], "per_frame_mean": ...,
                "per_frame_mean_after_first": ..., "per_frame_max": ..., "total": ...},
      "coordinates": "..."}
@@ -48,6 +62,7 @@ import json
 import re
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +76,18 @@ MANIFEST = "manifest.json"
 SCHEMA_DELTA = "splatworks.4d/2"
 SCHEMA_FULL = "splatworks.4d/1"
 ENCODINGS = ("delta", "full")
-DELTA_MAGIC = b"SWD1"
-DELTA_HEADER = struct.Struct("<4sII")  # magic, N records, M rows
+DELTA_MAGIC = b"SWD2"  # the delta format written now
+SWD1_MAGIC = b"SWD1"   # older exports' deltas: full records only (still read)
+SWD2_HEADER = struct.Struct("<4sIII")  # magic, F full records, P motion records, M rows
+SWD1_HEADER = struct.Struct("<4sII")   # magic, N records, M rows
 RECORD_BYTES = 32
+MOTION_BYTES = 16
 # Byte ranges of one .splat record (splat/io.py SPLAT_DTYPE): float32 position xyz, float32 scale xyz, RGBA, rot.
+POSITION_BYTES = slice(0, 12)
 SCALE_BYTES = slice(12, 24)
 ALPHA_BYTE = 27
+ROTATION_BYTES = slice(28, 32)
+LOOK_WORDS = slice(3, 7)  # uint32 words 3..6 = bytes 12-27 (scale, RGBA): what a motion record leaves alone
 RECORD_PARAMS = ("means", "quats", "scales", "opacities", "sh0")  # what a .splat record is made of (not shN)
 LAYER_FILE_RE = re.compile(r"^\d{6}\.(splat|swd)$")
 COORDINATES = "world frame of the dataset; OpenCV cameras (x right, y down, z forward); .splat records"
@@ -109,36 +130,114 @@ def changed_rows(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     return np.flatnonzero((a != b).any(axis=1))
 
 
-def encode_delta(rows: np.ndarray, records: np.ndarray, m: int) -> bytes:
-    """A .swd delta: header, ``rows`` (N,) as uint32, then ``records`` (N, 32) uint8."""
+def motion_records(records: np.ndarray) -> np.ndarray:
+    """(N, 16) uint8 motion records of (N, 32) .splat records: position bytes 0-11, then rotation bytes 28-31."""
+    return np.concatenate([records[:, POSITION_BYTES], records[:, ROTATION_BYTES]], axis=1)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One frame's delta against the frame before, over a dynamic layer of ``m`` rows.
+
+    ``full_rows`` (F,) and ``motion_rows`` (P,) are int64, each strictly ascending, disjoint, < m;
+    ``full_records`` (F, 32) uint8 replace whole rows; ``motion_records`` (P, 16) uint8 replace only the position
+    (record bytes 0-11) and rotation (bytes 28-31) of theirs. A SWD1 file decodes with no motion records.
+    """
+
+    m: int
+    full_rows: np.ndarray
+    full_records: np.ndarray
+    motion_rows: np.ndarray
+    motion_records: np.ndarray
+
+    @classmethod
+    def between(cls, prev: np.ndarray, cur: np.ndarray) -> Delta:
+        """The delta that turns (M, 32) uint8 layer ``prev`` into ``cur``: a motion record for each changed row
+        whose scale and colour bytes (12-27) are equal, a full record for every other changed row."""
+        rows = changed_rows(prev, cur)
+        a = np.ascontiguousarray(prev[rows]).view("<u4")[:, LOOK_WORDS]  # (N, 4) words of bytes 12-27
+        b = np.ascontiguousarray(cur[rows]).view("<u4")[:, LOOK_WORDS]
+        moved = (a == b).all(axis=1)
+        full, motion = rows[~moved], rows[moved]
+        return cls(len(cur), full, cur[full], motion, motion_records(cur[motion]))
+
+    @property
+    def rows(self) -> int:
+        """Rows this delta changes (full and motion records)."""
+        return len(self.full_rows) + len(self.motion_rows)
+
+    def encode(self) -> bytes:
+        """The SWD2 file: header, full rows (uint32) and records, motion rows (uint32) and records."""
+        return (SWD2_HEADER.pack(DELTA_MAGIC, len(self.full_rows), len(self.motion_rows), self.m)
+                + np.asarray(self.full_rows, dtype="<u4").tobytes()
+                + np.ascontiguousarray(self.full_records, dtype=np.uint8).tobytes()
+                + np.asarray(self.motion_rows, dtype="<u4").tobytes()
+                + np.ascontiguousarray(self.motion_records, dtype=np.uint8).tobytes())
+
+    def apply(self, layer: np.ndarray) -> None:
+        """Patch (m, 32) uint8 ``layer`` in place: the full records, then the motion records' 16 bytes."""
+        layer[self.full_rows] = self.full_records
+        layer[self.motion_rows, POSITION_BYTES] = self.motion_records[:, :12]
+        layer[self.motion_rows, ROTATION_BYTES] = self.motion_records[:, 12:]
+
+
+def swd2_size(full: int, motion: int) -> int:
+    """Bytes of a SWD2 delta with ``full`` full records and ``motion`` motion records."""
+    return SWD2_HEADER.size + full * (4 + RECORD_BYTES) + motion * (4 + MOTION_BYTES)
+
+
+def encode_swd1(rows: np.ndarray, records: np.ndarray, m: int) -> bytes:
+    """A SWD1 delta (the format before SWD2, full records only): header, ``rows`` (N,) as uint32, then ``records``
+    (N, 32) uint8. Kept to test that older exports still read and play."""
     rows = np.asarray(rows, dtype="<u4")
-    return (DELTA_HEADER.pack(DELTA_MAGIC, len(rows), m) + rows.tobytes()
+    return (SWD1_HEADER.pack(SWD1_MAGIC, len(rows), m) + rows.tobytes()
             + np.ascontiguousarray(records, dtype=np.uint8).tobytes())
 
 
-def decode_delta(data: bytes, m: int, source: str = "delta") -> tuple[np.ndarray, np.ndarray]:
-    """Rows (N,) int64 and records (N, 32) uint8 of a .swd delta, checked against a layer of ``m`` rows.
+def decode_delta(data: bytes, m: int, source: str = "delta") -> Delta:
+    """The :class:`Delta` of a .swd file (SWD2, or SWD1 of older exports), checked against a layer of ``m`` rows.
 
-    Raises InputError naming ``source`` when the file is truncated, garbled or belongs to another export.
+    Raises InputError naming ``source`` when the file is too short, truncated, garbled (unknown magic, rows not
+    strictly ascending, out of range, or a row in both lists) or belongs to another export; nothing is applied.
     """
     again = "re-run `splatworks dynamic export` to rewrite the 4D export"
-    if len(data) < DELTA_HEADER.size:
-        raise InputError(f"{source}: {len(data)} bytes is too short for a SWD1 delta (header is 12 bytes); {again}")
-    magic, n, m_file = DELTA_HEADER.unpack_from(data)
-    if magic != DELTA_MAGIC:
-        raise InputError(f"{source}: not a SWD1 delta file (starts with {magic!r}); {again}")
+    if len(data) < 4:
+        raise InputError(f"{source}: {len(data)} bytes is too short for a delta file; {again}")
+    if data[:4] not in (DELTA_MAGIC, SWD1_MAGIC):
+        raise InputError(f"{source}: not a SWD2 or SWD1 delta file (starts with {bytes(data[:4])!r}); {again}")
+    kind = data[:4].decode("ascii")
+    header = SWD2_HEADER if data[:4] == DELTA_MAGIC else SWD1_HEADER
+    if len(data) < header.size:
+        raise InputError(f"{source}: {len(data)} bytes is too short for a {kind} delta (header is {header.size} "
+                         f"bytes); {again}")
+    if header is SWD2_HEADER:
+        _, f, p, m_file = header.unpack_from(data)
+    else:
+        (_, f, m_file), p = header.unpack_from(data), 0
     if m_file != m:
         raise InputError(f"{source}: made for a dynamic layer of {m_file} rows but frame 0's layer has {m}; the "
                          f"export is from another run or half rewritten; {again}")
-    expected = DELTA_HEADER.size + n * (4 + RECORD_BYTES)
+    expected = header.size + f * (4 + RECORD_BYTES) + p * (4 + MOTION_BYTES)
     if len(data) != expected:
-        raise InputError(f"{source}: {len(data)} bytes, but a delta of {n} records has {expected}: truncated or "
+        what = f"{f} full and {p} motion records" if header is SWD2_HEADER else f"{f} records"
+        raise InputError(f"{source}: {len(data)} bytes, but a {kind} delta of {what} has {expected}: truncated or "
                          f"garbled; {again}")
-    rows = np.frombuffer(data, dtype="<u4", count=n, offset=DELTA_HEADER.size).astype(np.int64)
-    if n and (rows[-1] >= m or (np.diff(rows) <= 0).any()):
-        raise InputError(f"{source}: row indices must be strictly ascending and below {m}; garbled; {again}")
-    records = np.frombuffer(data, dtype=np.uint8, offset=DELTA_HEADER.size + 4 * n).reshape(n, RECORD_BYTES)
-    return rows, records
+    at = header.size
+    full_rows = np.frombuffer(data, dtype="<u4", count=f, offset=at).astype(np.int64)
+    full_records = np.frombuffer(data, dtype=np.uint8, count=f * RECORD_BYTES, offset=at + 4 * f
+                                 ).reshape(f, RECORD_BYTES)
+    at += f * (4 + RECORD_BYTES)
+    motion_rows = np.frombuffer(data, dtype="<u4", count=p, offset=at).astype(np.int64)
+    motion = np.frombuffer(data, dtype=np.uint8, count=p * MOTION_BYTES, offset=at + 4 * p).reshape(p, MOTION_BYTES)
+    for name, rows in (("full", full_rows), ("motion", motion_rows)):
+        if len(rows) and (rows[-1] >= m or (np.diff(rows) <= 0).any()):
+            raise InputError(f"{source}: {name} row indices must be strictly ascending and below {m}; garbled; "
+                             f"{again}")
+    both = np.intersect1d(full_rows, motion_rows, assume_unique=True)
+    if len(both):
+        raise InputError(f"{source}: row {int(both[0])} has both a full and a motion record (overlap); garbled; "
+                         f"{again}")
+    return Delta(m, full_rows, full_records, motion_rows, motion)
 
 
 class DeltaEncoder:
@@ -161,9 +260,8 @@ class DeltaEncoder:
                     for k, v in _raw_values(params).items()}
         self.present = np.ones(len(self.ids), dtype=bool)
 
-    def next_frame(self, ids: np.ndarray, params: dict[str, torch.Tensor], what: str
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows (N,) ascending and records (N, 32) of the next frame's delta; advances to that frame."""
+    def next_frame(self, ids: np.ndarray, params: dict[str, torch.Tensor], what: str) -> Delta:
+        """The next frame's delta (full and motion records); advances to that frame."""
         order = _id_order(ids)
         if order is not None:
             ids = ids[order]
@@ -197,9 +295,9 @@ class DeltaEncoder:
             shapes = {k: tuple(params[k].shape[1:]) for k in RECORD_PARAMS}
             sub = {k: torch.from_numpy(v[which].reshape((-1,) + shapes[k])) for k, v in values.items()}
             cur[which if isinstance(pos, slice) else pos[which]] = splat_records(sub)
-        rows = changed_rows(self.records, cur)
+        delta = Delta.between(self.records, cur)
         self.records, self.present = cur, present
-        return rows, cur[rows]
+        return delta
 
 
 def _id_order(ids: np.ndarray) -> np.ndarray | None:
@@ -234,6 +332,7 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
     has no static layer: frame 0's layer then holds all of its Gaussians (the manifest's ``static`` is null).
     Every export rewrites all layers (each file atomically, the manifest last), so re-running it while training
     goes on just adds the new frames; files of an earlier export that the new manifest does not list are removed.
+    An earlier export's SWD1 deltas in ``out_dir`` are rewritten as SWD2.
     """
     from splatworks.dynamic import sequential as seq
     from splatworks.dynamic.render import SOURCE_FILE
@@ -260,6 +359,8 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
 
     per_frame: list[int] = []
     files: list[str] = []
+    full_counts: list[int] = []    # per frame: rows written whole (frame 0: all of them)
+    motion_counts: list[int] = []  # per frame: rows written as motion records (position and rotation only)
     encoder: DeltaEncoder | None = None
     for i, f in enumerate(frames):
         dyn = torch.load(seq.frame_file(train_dir, f), map_location="cpu")
@@ -268,28 +369,31 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
         if encoding == "full":
             write_splat(out / rel, params)
             size = (out / rel).stat().st_size
-            changed = len(dyn["ids"])
+            changed, motion = len(dyn["ids"]), 0
         else:
             ids = dyn["ids"].cpu().numpy().astype(np.int64)
             if encoder is None:  # frame 0: the whole layer, rows in ascending id order
                 encoder = DeltaEncoder(ids, params, f"frame {f}")
                 size = _atomic_write(out / rel, encoder.records.tobytes())
-                changed = len(ids)
+                changed, motion = len(ids), 0
             else:
-                rows, records = encoder.next_frame(ids, params, f"frame {f} ({seq.frame_file(train_dir, f)})")
-                size = _atomic_write(out / rel, encode_delta(rows, records, len(encoder.ids)))
-                changed = len(rows)
+                delta = encoder.next_frame(ids, params, f"frame {f} ({seq.frame_file(train_dir, f)})")
+                size = _atomic_write(out / rel, delta.encode())
+                changed, motion = delta.rows, len(delta.motion_rows)
         per_frame.append(size)
         files.append(rel)
+        full_counts.append(changed - motion)
+        motion_counts.append(motion)
         emit(progress, "export4d", i + 1, len(frames),
-             f"frame {f}: {size / 1e6:.3f} MB ({changed} Gaussians)")
+             f"frame {f}: {size / 1e6:.3f} MB ({changed} Gaussians, {motion} of them motion-only)")
 
     total = int(state.get("frames_total", len(frames)))
     after_first = per_frame[1:]
     manifest: dict[str, Any] = {"schema": SCHEMA_DELTA if encoding == "delta" else SCHEMA_FULL}
     if encoding == "delta":
         manifest.update({"encoding": "delta", "delta_format": DELTA_MAGIC.decode("ascii"),
-                         "dynamic_count": len(encoder.ids) if encoder is not None else 0})
+                         "dynamic_count": len(encoder.ids) if encoder is not None else 0,
+                         "records": {"full": full_counts, "motion": motion_counts}})
     manifest.update({
         "format": "splat",
         "fps": float(source.get("fps", 30.0)),
@@ -328,13 +432,16 @@ def layer_file_is_complete(path: str | Path) -> bool:
         if path.suffix != ".swd":
             return size > 0 and size % RECORD_BYTES == 0
         with open(path, "rb") as f:
-            head = f.read(DELTA_HEADER.size)
+            head = f.read(SWD2_HEADER.size)
     except OSError:
         return False
-    if len(head) < DELTA_HEADER.size:
-        return False
-    magic, n, _ = DELTA_HEADER.unpack(head)
-    return magic == DELTA_MAGIC and size == DELTA_HEADER.size + n * (4 + RECORD_BYTES)
+    if head[:4] == SWD1_MAGIC and len(head) >= SWD1_HEADER.size:
+        _, n, _ = SWD1_HEADER.unpack_from(head)
+        return size == SWD1_HEADER.size + n * (4 + RECORD_BYTES)
+    if head[:4] == DELTA_MAGIC and len(head) == SWD2_HEADER.size:
+        _, f, p, _ = SWD2_HEADER.unpack(head)
+        return size == swd2_size(f, p)
+    return False
 
 
 # ---- reading an export back (what the viewer shows) ----------------------------------------------------------------
@@ -373,8 +480,7 @@ def dynamic_layer_records(export_dir: str | Path, index: int, manifest: dict[str
         raise InputError(f"{export_dir / files[0]} has {len(layer)} records but the manifest says dynamic_count = "
                          f"{m['dynamic_count']}; re-run `splatworks dynamic export`")
     for k in range(1, index + 1):
-        rows, records = decode_delta(read(files[k]), len(layer), str(export_dir / files[k]))
-        layer[rows] = records
+        decode_delta(read(files[k]), len(layer), str(export_dir / files[k])).apply(layer)
     return layer
 
 

@@ -1,12 +1,16 @@
 // Delta-encoded 4D sequences (manifest "encoding": "delta", schema splatworks.4d/2; format in docs/viewer.md and
 // splatworks/dynamic/export4d.py): frame 0's dynamic layer is a .splat (M records of 32 bytes, one row per
-// Gaussian), and each later frame a SWD1 delta holding only the rows whose record changed since the frame before.
+// Gaussian), and each later frame a delta holding only the rows whose record changed since the frame before:
+// SWD2 (written now) has full 32-byte records and 16-byte motion records (position bytes 0-11 and rotation bytes
+// 28-31 of a row, the rest unchanged); SWD1 (older exports, still played) only full records.
 // DeltaLayers keeps frame 0's bytes and every delta (small), and materialises frame i's layer in memory: frame 0's
 // bytes with deltas 1..i applied in order. Pure data handling: no three.js, no Spark.
 
 export const RECORD_BYTES = 32;
-const HEADER_BYTES = 12;
-const MAGIC = "SWD1";
+export const MOTION_BYTES = 16;
+export const DELTA_FORMATS = ["SWD1", "SWD2"];  // the manifest's delta_format values this viewer plays
+const SWD1 = { magic: "SWD1", header: 12 };  // "SWD1", uint32 N, uint32 M
+const SWD2 = { magic: "SWD2", header: 16 };  // "SWD2", uint32 F, uint32 P, uint32 M
 
 export async function fetchBytes(url, what) {
   const res = await fetch(url);
@@ -14,37 +18,61 @@ export async function fetchBytes(url, what) {
   return new Uint8Array(await res.arrayBuffer());
 }
 
-/** Parse and check a SWD1 delta (little-endian: "SWD1", uint32 N, uint32 M, N uint32 rows strictly ascending,
- *  N records) against a layer of `m` rows. Returns {rows: Uint32Array(N), records: Uint8Array(32 N)}; throws an
- *  Error that names `what` and says what is wrong. */
+/** Parse and check a delta against a layer of `m` rows, little-endian: SWD2 = "SWD2", uint32 F, uint32 P,
+ *  uint32 M, F uint32 rows strictly ascending, F records of 32 bytes, P uint32 rows strictly ascending (none of
+ *  them among the F), P motion records of 16 bytes; SWD1 = "SWD1", uint32 N, uint32 M, N rows, N records.
+ *  Returns {format, fullRows: Uint32Array(F), fullRecords: Uint8Array(32 F), motionRows: Uint32Array(P),
+ *  motionRecords: Uint8Array(16 P)}; throws an Error that names `what` and says what is wrong. */
 export function parseDelta(bytes, m, what) {
   const fail = (why) => {
-    throw new Error(`${what} is not a usable SWD1 delta (${why}); re-export the sequence (splatworks dynamic export)`);
+    throw new Error(`${what} is not a usable delta file (${why}); re-export the sequence (splatworks dynamic export)`);
   };
-  if (bytes.length < HEADER_BYTES) fail(`${bytes.length} bytes, shorter than its 12-byte header`);
+  if (bytes.length < 4) fail(`${bytes.length} bytes, shorter than its magic`);
   const magic = String.fromCharCode(bytes[0], bytes[1], bytes[2], bytes[3]);
-  if (magic !== MAGIC) fail(`it starts with ${JSON.stringify(magic)}`);
+  const format = magic === SWD2.magic ? SWD2 : magic === SWD1.magic ? SWD1 : null;
+  if (!format) fail(`it starts with ${JSON.stringify(magic)}, not SWD2 or SWD1`);
+  if (bytes.length < format.header) fail(`${bytes.length} bytes, shorter than its ${format.header}-byte header`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = view.getUint32(4, true), rowsInFile = view.getUint32(8, true);
+  const f = view.getUint32(4, true);
+  const p = format === SWD2 ? view.getUint32(8, true) : 0;
+  const rowsInFile = view.getUint32(format.header - 4, true);
   if (rowsInFile !== m) fail(`made for a layer of ${rowsInFile} rows, but frame 0's layer has ${m}`);
-  const expected = HEADER_BYTES + n * (4 + RECORD_BYTES);
+  const expected = format.header + f * (4 + RECORD_BYTES) + p * (4 + MOTION_BYTES);
   if (bytes.length !== expected) {
-    fail(`${bytes.length} bytes where ${n} records take ${expected}: truncated or garbled`);
+    fail(`${bytes.length} bytes where ${f} full and ${p} motion records take ${expected}: truncated or garbled`);
   }
-  const rows = new Uint32Array(n);
-  for (let j = 0; j < n; j++) {
-    rows[j] = view.getUint32(HEADER_BYTES + 4 * j, true);
-    if (rows[j] >= m || (j > 0 && rows[j] <= rows[j - 1])) {
-      fail(`row indices must be strictly ascending and below ${m}`);
+  const readRows = (at, n, kind) => {
+    const rows = new Uint32Array(n);
+    for (let j = 0; j < n; j++) {
+      rows[j] = view.getUint32(at + 4 * j, true);
+      if (rows[j] >= m || (j > 0 && rows[j] <= rows[j - 1])) {
+        fail(`${kind} row indices must be strictly ascending and below ${m}`);
+      }
     }
+    return rows;
+  };
+  const fullRows = readRows(format.header, f, "full");
+  const fullRecords = bytes.subarray(format.header + 4 * f, format.header + f * (4 + RECORD_BYTES));
+  const at = format.header + f * (4 + RECORD_BYTES);
+  const motionRows = readRows(at, p, "motion");
+  const motionRecords = bytes.subarray(at + 4 * p);
+  for (let a = 0, b = 0; a < f && b < p;) {  // both ascending: one merge pass finds a row in both lists
+    if (fullRows[a] === motionRows[b]) fail(`row ${fullRows[a]} has both a full and a motion record`);
+    if (fullRows[a] < motionRows[b]) a++; else b++;
   }
-  return { rows, records: bytes.subarray(HEADER_BYTES + 4 * n) };
+  return { format: format.magic, fullRows, fullRecords, motionRows, motionRecords };
 }
 
-/** Replace the delta's rows of `layer` (Uint8Array, 32 bytes per row) in place. */
-export function applyDelta(layer, { rows, records }) {
-  for (let j = 0; j < rows.length; j++) {
-    layer.set(records.subarray(j * RECORD_BYTES, (j + 1) * RECORD_BYTES), rows[j] * RECORD_BYTES);
+/** Patch `layer` (Uint8Array, 32 bytes per row) in place: the delta's full records replace their rows, then each
+ *  motion record's 12 position bytes and 4 rotation bytes replace bytes 0-11 and 28-31 of its row. */
+export function applyDelta(layer, { fullRows, fullRecords, motionRows, motionRecords }) {
+  for (let j = 0; j < fullRows.length; j++) {
+    layer.set(fullRecords.subarray(j * RECORD_BYTES, (j + 1) * RECORD_BYTES), fullRows[j] * RECORD_BYTES);
+  }
+  for (let j = 0; j < motionRows.length; j++) {  // byte loops: no subarray objects for tens of thousands of rows
+    const src = j * MOTION_BYTES, dst = motionRows[j] * RECORD_BYTES;
+    for (let k = 0; k < 12; k++) layer[dst + k] = motionRecords[src + k];
+    for (let k = 0; k < 4; k++) layer[dst + 28 + k] = motionRecords[src + 12 + k];
   }
 }
 

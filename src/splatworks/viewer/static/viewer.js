@@ -17,7 +17,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { SparkRenderer, SplatMesh, SplatFileType, dyno } from "@sparkjsdev/spark";
-import { DeltaLayers } from "./delta4d.js";
+import { DELTA_FORMATS, DeltaLayers } from "./delta4d.js";
 
 const params = new URLSearchParams(location.search);
 const pathKey = location.pathname.match(/\/v\/([^/]+)\/?$/);
@@ -437,8 +437,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- 4D playback: a static layer plus one dynamic layer per frame --------------------------------------------
 // Without "encoding" in the manifest each frame is a whole .splat (schema splatworks.4d/1); with "encoding":
-// "delta" (schema splatworks.4d/2) frame 0 is a .splat and later frames are deltas, materialised by DeltaLayers
-// (delta4d.js) into .splat bytes in memory.
+// "delta" (schema splatworks.4d/2) frame 0 is a .splat and later frames are deltas (SWD2: full and motion-only
+// records; SWD1 of older exports: full records), materialised by DeltaLayers (delta4d.js) into .splat bytes in memory.
 class SequencePlayer {
   /** Plays the sequence described by a manifest (docs/viewer.md): {fps, frames, frames_ready, static, frame_urls,
    *  and for delta manifests encoding, dynamic_count}. */
@@ -479,6 +479,11 @@ class SequencePlayer {
       if (!m.frame_urls) throw new Error("a delta-encoded 4D manifest needs frame_urls");
       if (!(Number.isInteger(m.dynamic_count) && m.dynamic_count >= 0)) {
         throw new Error("a delta-encoded 4D manifest needs dynamic_count (rows of frame 0's dynamic layer)");
+      }
+      const format = m.delta_format ?? "SWD1";  // older delta manifests may not name it
+      if (!DELTA_FORMATS.includes(format)) {
+        throw new Error(`4D delta format "${format}" is not one this viewer plays (${DELTA_FORMATS.join(", ")}); ` +
+                        "update splatworks");
       }
     }
     const count = encoding === "delta" ? m.dynamic_count : null;
