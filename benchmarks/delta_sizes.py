@@ -26,19 +26,14 @@ import numpy as np
 import torch
 
 from splatworks.dynamic import sequential as seq
-from splatworks.splat.io import params_to_splat, splat_order
+from splatworks.dynamic.export4d import Delta, hidden_records, splat_records, swd2_size
 
 
 def records_by_id(frame_rows: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (D,), records (D, 32) uint8) of one frame's non-frozen rows, in id order."""
-    params = {k: frame_rows[k] for k in seq.PARAM_KEYS}
-    ordered = params_to_splat(params)
-    order = splat_order(params["scales"].numpy(), params["opacities"].numpy())
-    rec = np.empty_like(ordered)
-    rec[order] = ordered                       # undo the file order: row i = Gaussian i of the frame
+    """(ids (D,), records (D, 32) uint8) of one frame's non-frozen rows, in id order (the export's encoder)."""
     ids = frame_rows["ids"].numpy()
     by_id = np.argsort(ids, kind="stable")
-    return ids[by_id], rec.view(np.uint8).reshape(len(rec), 32)[by_id]
+    return ids[by_id], splat_records({k: frame_rows[k] for k in seq.PARAM_KEYS})[by_id]
 
 
 def size_stats(sizes: list[int]) -> dict:
@@ -61,21 +56,19 @@ def delta_sizes(train_dir: Path) -> dict:
             swd1.append(32 * len(ids))
             swd2.append(32 * len(ids))
             continue
-        # Pruned rows draw nothing: all-zero here, zero scales and alpha in the export; either way a full record
-        # once (their scale bytes change) and unchanged after, so the counts are the same.
-        cur = np.zeros_like(prev)
+        # Pruned rows draw nothing from here on, as in the export.
+        cur = hidden_records(prev)
         pos = np.searchsorted(base_ids, ids)
         if len(ids) and (pos.max() >= len(base_ids) or not np.array_equal(base_ids[pos], ids)):
             raise SystemExit(f"frame {f} has Gaussians that frame {frames[0]} has not")
         cur[pos] = rec
-        rows = (cur != prev).any(axis=1)
-        look_same = (cur[:, 12:28] == prev[:, 12:28]).all(axis=1)  # scale and RGBA bytes: a motion record
-        n, p = int(rows.sum()), int((rows & look_same).sum())
+        delta = Delta.between(prev, cur)       # the export's own choice of full and motion records
+        n, p = delta.rows, len(delta.motion_rows)
         changed.append(n)
         full.append(n - p)
         motion.append(p)
         swd1.append(12 + 36 * n)
-        swd2.append(16 + 36 * (n - p) + 20 * p)
+        swd2.append(swd2_size(n - p, p))
         prev = cur
     return {"frames": frames, "dynamic_rows": int(len(base_ids)), "format": "SWD2", "changed_rows": changed,
             "full_rows": full, "motion_rows": motion, **size_stats(swd2), "swd1": size_stats(swd1)}
