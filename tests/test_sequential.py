@@ -238,6 +238,32 @@ def test_motion_only_frames_follow_a_moving_blob_and_keep_its_appearance(rig):
         assert torch.equal(params[key].detach(), blob[key])                 # appearance untouched, bit for bit
 
 
+def test_motion_and_opacity_frames_fade_a_ghost(rig):
+    """frame_params 'motion+opacity': a blob whose object has left (every training view shows the empty background)
+    fades out instead of staying behind as a ghost; its colour and size stay frame 0's, bit for bit."""
+    cfg = tiny(frame_params="motion+opacity")
+    g = torch.Generator().manual_seed(4)
+    from splatworks.synthetic.scenes import moving_objects
+
+    centre = torch.tensor(moving_objects(0, 0, 24)[1].center, dtype=torch.float32)
+    n = 60
+    blob = {"means": centre + 0.1 * torch.randn(n, 3, generator=g), "quats": torch.randn(n, 4, generator=g),
+            "scales": torch.full((n, 3), float(np.log(0.06))), "opacities": torch.full((n,), 2.0),
+            "sh0": torch.full((n, 1, 3), 1.5), "shN": torch.zeros(n, 0, 3)}
+    views = seq.load_frame(rig, rig.frames[0], rig.train_camera_names, torch.device("cpu"))
+    views.images = [torch.zeros_like(im) for im in views.images]            # the object is gone
+    views.static = [torch.zeros_like(st) for st in views.static]
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in blob.items()})
+    seq.optimize_frame(params, views, cfg, iterations=150, radius=rig.rig.camera_extent()[1], lr_means=cfg.lr_means,
+                       background=torch.zeros(3), rng=np.random.default_rng(0),
+                       param_keys=seq.FRAME_PARAM_KEYS[cfg.frame_params])
+    before, after = torch.sigmoid(blob["opacities"]).mean(), torch.sigmoid(params["opacities"].detach()).mean()
+    print("ghost opacity", float(before), "->", float(after))
+    assert float(after) < 0.5 * float(before)
+    for key in ("scales", "sh0"):
+        assert torch.equal(params[key].detach(), blob[key])
+
+
 def test_footprint_windows_hold_every_optimised_splat():
     """A cropped window must hold the whole footprint (3 sigma) of every splat being optimised, so none can grow
     where the loss does not look; a splat reaching the camera plane takes the whole view."""
@@ -466,6 +492,15 @@ def test_evaluate_sequence_and_cli(rig, run_frozen, tmp_path):
     assert res["camera"] == rig.test_cameras[0] and len(res["psnr"]) == len(rig.frames)
     assert res["psnr"] == pytest.approx([l["psnr"] for l in lines], abs=1e-3)  # same numbers as training logged
     assert np.isfinite(res["flicker"]) and np.isfinite(res["drift_db_per_frame"])
+    # Moving-pixel PSNR of the last frame, recomputed from its render and its mask.
+    from splatworks.dynamic.render import render_frames
+
+    cam, last = rig.rig.camera(res["camera"]), rig.frames[-1]
+    rendered = next(iter(render_frames(run_frozen, cam, [last], device="cpu")))
+    moving = ~seq.load_static_mask(rig.mask_path(res["camera"], last), (cam.height, cam.width))
+    assert moving.any() and not moving.all()
+    mse = float(((rendered - seq.load_image(rig.image_path(res["camera"], last))) ** 2)[moving].mean())
+    assert res["psnr_dynamic"][-1] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
     assert main(["dynamic", "eval", str(run_frozen), "-o", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["psnr_mean"] == pytest.approx(res["psnr_mean"])
     assert main(["dynamic", "train", str(rig.root), "-o", str(tmp_path / "x"), "--print-config",

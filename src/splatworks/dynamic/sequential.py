@@ -99,8 +99,10 @@ class SequentialConfig:
                              "'all' = every non-frozen Gaussian at every frame.", choices=("frame", "all"))
     frame_params: str = option("motion", "What frames t > 0 optimise: 'motion' = centres and rotations only "
                                "(colour, opacity and size stay as frame 0 learnt them, as in Dynamic 3D "
-                               "Gaussians: a splat cannot grow into a streak or fade to fake a change), 'all' = "
-                               "every parameter.", choices=("motion", "all"))
+                               "Gaussians: a splat cannot grow into a streak or fade to fake a change), "
+                               "'motion+opacity' = those and the opacity (a splat that lost its object can fade "
+                               "out instead of staying behind as a ghost), 'all' = every parameter.",
+                               choices=("motion", "motion+opacity", "all"))
     rigidity_weight: float = option(0.0, "Local rigidity of moving Gaussians (frames t > 0): weighted mean over "
                                     "k nearest neighbours of how far their offset left a rigid motion, in scene "
                                     "radii (15 ~ Dynamic 3D Gaussians' weight 4 in metres for a scene of radius "
@@ -300,6 +302,8 @@ LR_KEYS = {"means": "lr_means", "quats": "lr_quats", "scales": "lr_scales", "opa
 
 
 MOTION_KEYS = ("means", "quats")
+FRAME_PARAM_KEYS: dict[str, tuple[str, ...] | None] = {"motion": MOTION_KEYS,
+                                                       "motion+opacity": MOTION_KEYS + ("opacities",), "all": None}
 
 
 def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius: float,
@@ -833,7 +837,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             stats = optimize_frame(chain.params, views, cfg, iterations=iterations, radius=radius,
                                    lr_means=cfg.lr_means, background=background, rng=rng, anchor=anchor,
                                    frozen=hold, distill=distill, early_stop=cfg.early_stop,
-                                   param_keys=MOTION_KEYS if cfg.frame_params == "motion" else None,
+                                   param_keys=FRAME_PARAM_KEYS[cfg.frame_params],
                                    motion_prior=prior, progress=progress, stage="dynamic.frame")
             chain.before = last
             pr = prune_mask(chain.params, centre, radius, cfg.prune_max_scale, cfg.prune_max_distance)
