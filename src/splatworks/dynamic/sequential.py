@@ -103,8 +103,9 @@ class SequentialConfig:
                                "Gaussians: a splat cannot grow into a streak or fade to fake a change), "
                                "'motion+opacity' = those and the opacity (a splat that lost its object can fade "
                                "out instead of staying behind as a ghost; on 40 basketball frames +1.7 dB on the "
-                               "held-out camera's moving pixels, BENCHMARKS.md), 'all' = every parameter.",
-                               choices=("motion", "motion+opacity", "all"))
+                               "held-out camera's moving pixels, BENCHMARKS.md), 'motion+opacity+colour' = "
+                               "all but the size (splats can be repainted where people move to, not grow), 'all' "
+                               "= every parameter.", choices=("motion", "motion+opacity", "motion+opacity+colour", "all"))
     rigidity_weight: float = option(0.0, "Local rigidity of moving Gaussians (frames t > 0): weighted mean over "
                                     "k nearest neighbours of how far their offset left a rigid motion, in scene "
                                     "radii (15 ~ Dynamic 3D Gaussians' weight 4 in metres for a scene of radius "
@@ -306,7 +307,9 @@ LR_KEYS = {"means": "lr_means", "quats": "lr_quats", "scales": "lr_scales", "opa
 
 MOTION_KEYS = ("means", "quats")
 FRAME_PARAM_KEYS: dict[str, tuple[str, ...] | None] = {"motion": MOTION_KEYS,
-                                                       "motion+opacity": MOTION_KEYS + ("opacities",), "all": None}
+                                                       "motion+opacity": MOTION_KEYS + ("opacities",),
+                                                       "motion+opacity+colour": MOTION_KEYS + ("opacities", "sh0", "shN"),
+                                                       "all": None}
 
 
 def make_optimizer(params: torch.nn.ParameterDict, cfg: SequentialConfig, radius: float,
