@@ -206,11 +206,11 @@ def test_active_set_optimises_only_what_moves_now_and_keeps_the_rest_bit_identic
         assert 0 < lines[k]["n_active"] < lines[k]["n_dynamic"]
 
 
-def test_motion_only_frames_follow_a_moving_blob_and_keep_its_appearance(rig):
-    """frame_params 'motion' (the default): a blob of splats rendered one step further along in every training view
-    is followed by moving the splats (centres and rotations only), not by repainting them."""
+def test_motion_frames_follow_a_moving_blob_and_keep_its_appearance(rig):
+    """frame_params 'motion+opacity' (the default): a blob of splats rendered one step further along in every
+    training view is followed by moving the splats, not by repainting them or fading them out."""
     cfg = tiny(iterations_per_frame=150)
-    assert cfg.frame_params == "motion"
+    assert cfg.frame_params == "motion+opacity"
     g = torch.Generator().manual_seed(3)
     from splatworks.synthetic.scenes import moving_objects
 
@@ -229,13 +229,15 @@ def test_motion_only_frames_follow_a_moving_blob_and_keep_its_appearance(rig):
     params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in blob.items()})
     seq.optimize_frame(params, views, cfg, iterations=150, radius=rig.rig.camera_extent()[1], lr_means=cfg.lr_means,
                        background=torch.zeros(3), rng=np.random.default_rng(0), anchor=blob["means"].clone(),
-                       param_keys=seq.MOTION_KEYS)
+                       param_keys=seq.FRAME_PARAM_KEYS[cfg.frame_params])
     step = (params["means"].detach() - blob["means"]).mean(dim=0)
     print("blob moved", step.tolist(), "truth", shift.tolist())
     assert float(torch.nn.functional.cosine_similarity(step, shift, dim=0)) > 0.9
     assert 0.5 < float(step.norm() / shift.norm()) < 1.5
-    for key in ("scales", "opacities", "sh0"):
+    for key in ("scales", "sh0"):
         assert torch.equal(params[key].detach(), blob[key])                 # appearance untouched, bit for bit
+    opacity = torch.sigmoid(params["opacities"].detach()).mean() / torch.sigmoid(blob["opacities"]).mean()
+    assert float(opacity) > 0.8                                            # followed, not faded
 
 
 def test_motion_and_opacity_frames_fade_a_ghost(rig):

@@ -29,8 +29,9 @@ Format SWD1 (exports written before; still read, by this module and the viewer) 
 Frame i's dynamic layer = frame 0's layer with the deltas 1..i applied in order (in each delta: full records, then
 motion records). A row is in frame i's delta iff its encoded 32-byte record at frame i differs from its record at
 frame i - 1 (byte comparison: the .splat quantisation decides, no tolerance); it is a motion record when only its
-position and/or rotation bytes differ (sequential training's default ``frame_params=motion`` changes nothing else
-after frame 0, so later frames cost 20 bytes per moving Gaussian instead of 36), a full record otherwise. Training
+position and/or rotation bytes differ (sequential training changes only centres, rotations and, by default,
+opacities after frame 0, so later frames cost 20 bytes per Gaussian that moves without fading instead of 36), a
+full record otherwise. Training
 keeps the Gaussians away from the moving people bit-for-bit, so they cost nothing after frame 0. A Gaussian pruned
 at frame i (its id is missing from frame i's ``.pt``) is written once as a full record that draws nothing (scales
 0, opacity byte 0, position, colour and rotation kept) and stays so. Training never adds Gaussians after frame 0:
