@@ -1,16 +1,19 @@
 """Per-frame size of a delta-encoded 4D export, counted straight from a sequential training folder (issue 7).
 
 A frame's delta holds the dynamic-layer rows whose 32-byte ``.splat`` record differs from the previous frame's;
-frame 0 is the whole dynamic layer. SWD2 (what ``splatworks dynamic export`` writes now) stores a row whose
-scale and colour bytes are unchanged as a motion record (index 4 B + position and rotation 16 B) and any other
-changed row as a full record (index 4 B + record 32 B), after a 16-byte header; SWD1 (before) stored every changed
-row as a full record after a 12-byte header. This counts both from the trainer's ``frames/NNNNNN.pt`` without
+frame 0 is the whole dynamic layer. SWD3 (what ``splatworks dynamic export`` writes now) stores a row whose scale
+and colour bytes are unchanged as a motion record (index 4 B + position and rotation 16 B), a row whose scale bytes
+alone are unchanged (it moved and faded or recoloured) as a motion+rgba record (index 4 B + position, RGBA and
+rotation 20 B), and any other changed row as a full record (index 4 B + record 32 B), after a 20-byte header.
+SWD2 (before) had no motion+rgba kind (those rows were full records; 16-byte header); SWD1 stored every changed
+row as a full record after a 12-byte header. This counts all three from the trainer's ``frames/NNNNNN.pt`` without
 writing an export, so a device run can report sizes for a folder too large to bring back, and it cross-checks
 ``splatworks dynamic export``'s own sizes (its manifest's ``bytes`` and ``records``).
 
-JSON: ``bytes``, ``bytes_mean``, ... are SWD2 sizes (``format``: "SWD2"), ``full_rows`` / ``motion_rows`` the
-record counts per frame; ``changed_rows`` and the SWD1 sizes under ``swd1`` (the keys results before SWD2 had at
-the top level) stay comparable with older results.
+JSON: ``bytes``, ``bytes_mean``, ... are SWD3 sizes (``format``: "SWD3"), ``full_rows`` / ``motion_rows`` /
+``motion_rgba_rows`` the record counts per frame (the export's own choice of kinds); ``changed_rows``, and the
+SWD2 and SWD1 sizes under ``swd2`` and ``swd1``, stay comparable with older results (before SWD3 the top-level
+sizes were SWD2's, before SWD2 SWD1's).
 
     python benchmarks/delta_sizes.py TRAIN_DIR [-o sizes.json]
 """
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from splatworks.dynamic import sequential as seq
-from splatworks.dynamic.export4d import Delta, hidden_records, splat_records, swd2_size
+from splatworks.dynamic.export4d import Delta, hidden_records, splat_records, swd2_size, swd3_size
 
 
 def records_by_id(frame_rows: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +48,7 @@ def size_stats(sizes: list[int]) -> dict:
 def delta_sizes(train_dir: Path) -> dict:
     frames = seq.trained_frames(train_dir)
     base_ids, prev = None, None
-    changed, full, motion, swd1, swd2 = [], [], [], [], []
+    changed, full, motion, motion_rgba, swd1, swd2, swd3 = [], [], [], [], [], [], []
     for f in frames:
         ids, rec = records_by_id(torch.load(seq.frame_file(train_dir, f), map_location="cpu"))
         if base_ids is None:
@@ -53,8 +56,9 @@ def delta_sizes(train_dir: Path) -> dict:
             changed.append(len(ids))
             full.append(len(ids))
             motion.append(0)
-            swd1.append(32 * len(ids))
-            swd2.append(32 * len(ids))
+            motion_rgba.append(0)
+            for sizes in (swd1, swd2, swd3):
+                sizes.append(32 * len(ids))
             continue
         # Pruned rows draw nothing from here on, as in the export.
         cur = hidden_records(prev)
@@ -62,16 +66,19 @@ def delta_sizes(train_dir: Path) -> dict:
         if len(ids) and (pos.max() >= len(base_ids) or not np.array_equal(base_ids[pos], ids)):
             raise SystemExit(f"frame {f} has Gaussians that frame {frames[0]} has not")
         cur[pos] = rec
-        delta = Delta.between(prev, cur)       # the export's own choice of full and motion records
-        n, p = delta.rows, len(delta.motion_rows)
-        changed.append(n)
-        full.append(n - p)
-        motion.append(p)
-        swd1.append(12 + 36 * n)
-        swd2.append(swd2_size(n - p, p))
+        delta = Delta.between(prev, cur)       # the export's own choice of record kinds
+        n = delta.counts()
+        changed.append(delta.rows)
+        full.append(n["full"])
+        motion.append(n["motion"])
+        motion_rgba.append(n["motion_rgba"])
+        swd1.append(12 + 36 * delta.rows)
+        swd2.append(swd2_size(n["full"] + n["motion_rgba"], n["motion"]))  # SWD2 wrote motion+rgba rows whole
+        swd3.append(swd3_size(n["full"], n["motion"], n["motion_rgba"]))
         prev = cur
-    return {"frames": frames, "dynamic_rows": int(len(base_ids)), "format": "SWD2", "changed_rows": changed,
-            "full_rows": full, "motion_rows": motion, **size_stats(swd2), "swd1": size_stats(swd1)}
+    return {"frames": frames, "dynamic_rows": int(len(base_ids)), "format": "SWD3", "changed_rows": changed,
+            "full_rows": full, "motion_rows": motion, "motion_rgba_rows": motion_rgba, **size_stats(swd3),
+            "swd2": size_stats(swd2), "swd1": size_stats(swd1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out)
     if args.out:
         args.out.write_text(text)
-    for name, s in (("SWD2", out), ("SWD1", out["swd1"])):
+    for name, s in (("SWD3", out), ("SWD2 (comparison)", out["swd2"]), ("SWD1 (comparison)", out["swd1"])):
         print(f"{name}: dynamic rows {out['dynamic_rows']}; frame 0 {s['bytes'][0] / 1e6:.2f} MB; later frames mean "
               f"{s['bytes_mean_after_first'] / 1e6:.3f} MB, max {s['bytes_max_after_first'] / 1e6:.3f} MB; "
               f"all frames mean {s['bytes_mean'] / 1e6:.3f} MB")
     later = max(1, len(out["frames"]) - 1)
-    print(f"later frames: {sum(out['motion_rows'][1:]) / later:.0f} motion and {sum(out['full_rows'][1:]) / later:.0f} "
-          "full records per frame")
+    per = {k: sum(out[f"{k}_rows"][1:]) / later for k in ("motion", "motion_rgba", "full")}
+    print(f"later frames: {per['motion']:.0f} motion, {per['motion_rgba']:.0f} motion+rgba and {per['full']:.0f} "
+          "full records per frame (SWD3)")
     return 0
 
 

@@ -4,9 +4,10 @@ A small training folder is written directly in the trainer's layout (``dynamic/s
 ``frames/NNNNNN.pt`` with ids and raw parameters, ``state.json``): a few Gaussians move every frame, one moves by
 one float32 step, some only turn, one moves and turns, some change colour, size or opacity (one of them while
 moving), one changes below the .splat quantisation, one changes only its higher SH bands, one is pruned at frame
-2, the rest stay bit-identical. The SWD2 delta export must hold exactly the changed rows, as motion records
-(position and rotation only) or full records, and every frame must read back as the full-layer (``.splat``)
-export of the same frame shows it. SWD1 deltas of older exports must still read.
+2, the rest stay bit-identical. The SWD3 delta export must hold exactly the changed rows, each in the smallest kind
+that reproduces it (motion records: position and rotation; motion+rgba: position, colour/opacity and rotation; full
+records for a changed size or a pruned row), and every frame must read back as the full-layer (``.splat``) export
+of the same frame shows it. SWD2 and SWD1 deltas of older exports must still read.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ ONE_ULP = DYN_IDS[11]       # x moves by one float32 step: different bytes, in e
 SH_ONLY = DYN_IDS[12]       # only shN changes: a .splat does not store it, not in any delta
 TURNING = DYN_IDS[14:17]    # only the rotation changes: motion records
 MOVE_TURN = DYN_IDS[17]     # moves and turns: a motion record
-RECOLOUR = DYN_IDS[18:20]   # colour changes by whole 8-bit levels: full records
+RECOLOUR = DYN_IDS[18:20]   # colour changes by whole 8-bit levels: motion+rgba records
 RESCALE = DYN_IDS[20]       # size changes: a full record
-FADE = DYN_IDS[21]          # opacity changes: a full record
-MOVE_RECOLOUR = DYN_IDS[22]  # moves and changes colour: a full record
+FADE = DYN_IDS[21]          # only the opacity (alpha byte) changes: a motion+rgba record
+MOVE_RECOLOUR = DYN_IDS[22]  # moves and changes colour: a motion+rgba record
+MOVE_FADE = DYN_IDS[23]     # moves, turns and fades (sequential training's default frame_params): motion+rgba
 MOTION_IDS = np.sort(np.concatenate([MOVING, [ONE_ULP], TURNING, [MOVE_TURN]]))
-FULL_IDS = np.sort(np.concatenate([RECOLOUR, [RESCALE, FADE, MOVE_RECOLOUR]]))
+RGBA_IDS = np.sort(np.concatenate([RECOLOUR, [FADE, MOVE_RECOLOUR, MOVE_FADE]]))
+FULL_IDS = np.array([RESCALE])
 
 
 def _params(ids: np.ndarray, seed: int) -> dict[str, np.ndarray]:
@@ -84,6 +87,9 @@ def frame_params(i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     p["means"][row[MOVE_RECOLOUR]] -= np.float32(0.05 * i)
     p["scales"][row[RESCALE]] += np.float32(0.2 * i)
     p["opacities"][row[FADE]] = np.float32(0.3 * i)
+    p["means"][row[MOVE_FADE]] += np.float32(0.07 * i)
+    p["quats"][row[MOVE_FADE]] += np.float32(0.2 * i)
+    p["opacities"][row[MOVE_FADE]] = np.float32(-0.4 * i)
     keep = np.ones(len(DYN_IDS), dtype=bool)
     if i >= PRUNED_AT:
         keep[row[PRUNED]] = False
@@ -126,7 +132,7 @@ def _drawn(layers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_manifest_and_delta_sizes(exports):
     m = e4.load_manifest(exports["delta"])
-    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD2"
+    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD3"
     assert m["dynamic_count"] == len(DYN_IDS) and m["frames"] == m["frames_ready"] == N_FRAMES
     assert m["fps"] == 12.0 and m["frame_numbers"] == [10, 12, 14, 16, 18] and m["static"] == "static.splat"
     assert m["frame_files"] == m["frame_urls"] == ["frames/000000.splat"] + [f"frames/{i:06d}.swd"
@@ -134,26 +140,40 @@ def test_manifest_and_delta_sizes(exports):
     sizes = [(exports["delta"] / f).stat().st_size for f in m["frame_files"]]
     assert m["bytes"]["per_frame"] == sizes
     assert sizes[0] == 32 * len(DYN_IDS)
-    # Motion records (20 B) for rows that only move and/or turn, full records (36 B) for colour, size and opacity
-    # changes and for the pruned row (once, at frame 2): exactly these rows, in frame 0's (id-ordered) row order.
+    # Motion records (20 B) for rows that only move and/or turn, motion+rgba records (24 B) for rows whose colour
+    # or opacity changed too, full records (36 B) for a size change and for the pruned row (once, at frame 2):
+    # exactly these rows, in frame 0's (id-ordered) row order.
     row = {int(g): r for r, g in enumerate(DYN_IDS)}
     motion = sorted(row[int(g)] for g in MOTION_IDS)
+    rgba = sorted(row[int(g)] for g in RGBA_IDS)
     for i in range(1, N_FRAMES):
         full = sorted(row[int(g)] for g in [*FULL_IDS, *([PRUNED] if i == PRUNED_AT else [])])
         data = (exports["delta"] / m["frame_files"][i]).read_bytes()
-        assert data[:4] == b"SWD2"
+        assert data[:4] == b"SWD3"
+        assert np.frombuffer(data[4:20], "<u4").tolist() == [len(full), len(motion), len(rgba), len(DYN_IDS)]
         d = e4.decode_delta(data, len(DYN_IDS))
-        assert d.full_rows.tolist() == full and d.motion_rows.tolist() == motion, i
+        assert (d.full_rows.tolist(), d.motion_rows.tolist(), d.motion_rgba_rows.tolist()) == (full, motion, rgba), i
         assert d.full_records.shape == (len(full), 32) and d.motion_records.shape == (len(motion), 16)
-        assert sizes[i] == 16 + 36 * len(full) + 20 * len(motion) == e4.swd2_size(len(full), len(motion))
-        assert (m["records"]["full"][i], m["records"]["motion"][i]) == (len(full), len(motion))
-        # A motion record is the row's position and rotation bytes at this frame; the rest of the row is as before.
+        assert d.motion_rgba_records.shape == (len(rgba), 20)
+        # The file is exactly header + its records: 20 + 36 F + 20 P + 24 Q bytes.
+        assert sizes[i] == len(data) == 20 + 36 * len(full) + 20 * len(motion) + 24 * len(rgba)
+        assert sizes[i] == e4.swd3_size(len(full), len(motion), len(rgba))
+        counts = (m["records"]["full"][i], m["records"]["motion"][i], m["records"]["motion_rgba"][i])
+        assert counts == (len(full), len(motion), len(rgba))
         prev, cur = (e4.dynamic_layer_records(exports["delta"], j) for j in (i - 1, i))
+        # A motion record is the row's position and rotation bytes at this frame; the rest of the row is as before.
         assert np.array_equal(d.motion_records, np.concatenate([cur[motion, :12], cur[motion, 28:]], axis=1))
         assert np.array_equal(cur[motion, 12:28], prev[motion, 12:28])
         assert (cur[motion, :12] != prev[motion, :12]).any() or (cur[motion, 28:] != prev[motion, 28:]).any()
+        # A motion+rgba record: position, RGBA, rotation; the scale bytes stay, the RGBA bytes did change.
+        assert np.array_equal(d.motion_rgba_records, np.concatenate([cur[rgba, :12], cur[rgba, 24:]], axis=1))
+        assert np.array_equal(cur[rgba, 12:24], prev[rgba, 12:24])
+        assert (cur[rgba, 24:28] != prev[rgba, 24:28]).any(axis=1).all()
+        fade = row[int(FADE)]  # only its alpha byte changed
+        assert np.array_equal(np.flatnonzero(cur[fade] != prev[fade]), [27])
         assert np.array_equal(d.full_records, cur[full])
-    assert m["records"]["full"][0] == len(DYN_IDS) and m["records"]["motion"][0] == 0
+        assert (cur[full, 12:24] != prev[full, 12:24]).any(axis=1).all()  # full only where the scale changed
+    assert [m["records"][k][0] for k in ("full", "motion", "motion_rgba")] == [len(DYN_IDS), 0, 0]
     assert m["bytes"]["per_frame_mean_after_first"] == pytest.approx(np.mean(sizes[1:]))
     assert m["bytes"]["total"] == m["bytes"]["static"] + sum(sizes) and m["bytes"]["per_frame_max"] == sizes[0]
     full = e4.load_manifest(exports["full"])
@@ -218,27 +238,37 @@ def test_broken_delta_files_give_clear_errors(exports, tmp_path):
     good = f2.read_bytes()
     m = len(DYN_IDS)
     d = e4.decode_delta(good, m)
-    f, p = len(d.full_rows), len(d.motion_rows)
-    assert f >= 2 and p >= 2
-    at = 16 + 36 * f  # where the motion rows start
+    f, p, q = len(d.full_rows), len(d.motion_rows), len(d.motion_rgba_rows)
+    assert f >= 2 and p >= 2 and q >= 2
+    at = 20 + 36 * f  # where the motion rows start
+    aq = at + 20 * p  # where the motion+rgba rows start
 
     def u32(v: int) -> bytes:
         return int(v).to_bytes(4, "little")
 
+    def swap(data: bytes, at: int) -> bytes:  # the two row indices at ``at`` and ``at + 4`` in the wrong order
+        return data[:at] + data[at + 4:at + 8] + data[at:at + 4] + data[at + 8:]
+
     overlap = e4.Delta(m, d.full_rows, d.full_records, np.sort(np.append(d.motion_rows[1:], d.full_rows[0])),
-                       d.motion_records).encode()
-    assert len(overlap) == len(good)
+                       d.motion_records, d.motion_rgba_rows, d.motion_rgba_records).encode()
+    overlap_rgba = e4.Delta(m, d.full_rows, d.full_records, d.motion_rows, d.motion_records,
+                            np.sort(np.append(d.motion_rgba_rows[1:], d.motion_rows[0])), d.motion_rgba_records
+                            ).encode()
+    assert len(overlap) == len(overlap_rgba) == len(good)
     cases = {
         "truncated": good[:-5],
-        "not a SWD2 or SWD1": b"XXXX" + good[4:],
-        "another run": good[:12] + u32(m + 1) + good[16:],
-        "full row indices must be strictly ascending": good[:16] + good[20:24] + good[16:20] + good[24:],
-        "motion row indices must be strictly ascending": good[:at] + good[at + 4:at + 8] + good[at:at + 4]
-                                                         + good[at + 8:],
+        "not a SWD3, SWD2 or SWD1": b"XXXX" + good[4:],
+        "another run": good[:16] + u32(m + 1) + good[20:],
+        "full row indices must be strictly ascending": swap(good, 20),
+        "motion row indices must be strictly ascending": swap(good, at),
         "motion row indices must be .* below 40": good[:at + 4 * p - 4] + u32(m) + good[at + 4 * p:],
+        r"motion\+rgba row indices must be strictly ascending": swap(good, aq),
+        r"motion\+rgba row indices must be .* below 40": good[:aq + 4 * q - 4] + u32(m) + good[aq + 4 * q:],
         "both a full and a motion record": overlap,
-        r"4294967295 motion records .* truncated or garbled": good[:8] + u32(2**32 - 1) + good[12:],
-        "too short for a SWD2 delta": good[:15],
+        r"both a motion and a motion\+rgba record": overlap_rgba,
+        r"4294967295 motion and \d+ motion\+rgba records .* truncated or garbled": good[:8] + u32(2**32 - 1)
+                                                                                   + good[12:],
+        "too short for a SWD3 delta": good[:19],
         "too short for a delta file": good[:3],
     }
     for words, data in cases.items():
@@ -255,24 +285,44 @@ def test_broken_delta_files_give_clear_errors(exports, tmp_path):
         e4.load_frame_layers(bad, 2)
 
 
-def test_swd1_exports_still_read_and_are_rewritten_as_swd2(exports, tmp_path):
-    """An export written before SWD2: the same frames as SWD1 deltas (full records only)."""
+def older_delta(prev: np.ndarray, cur: np.ndarray, fmt: str) -> bytes:
+    """The delta from ``prev`` to ``cur`` as an export before SWD3 wrote it: SWD1 (full records only, its own
+    encoder) or SWD2 (full and motion records: the SWD2 choice of kinds, then the SWD2 layout)."""
+    if fmt == "SWD1":
+        rows = e4.changed_rows(prev, cur)
+        return e4.encode_swd1(rows, cur[rows], len(cur))
+    return e4.Delta.between(prev, cur, b"SWD2").encode(b"SWD2")
+
+
+@pytest.mark.parametrize("fmt", ["SWD1", "SWD2"])
+def test_older_exports_still_read_and_are_rewritten_as_swd3(exports, tmp_path, fmt):
+    """An export written before SWD3: the same frames as SWD2 deltas (full and motion records: the colour and
+    opacity changes are full records there) or SWD1 deltas (full records only)."""
     old = tmp_path / "old"
     shutil.copytree(exports["delta"], old)
     man = json.loads((old / "manifest.json").read_text())
-    man["delta_format"] = "SWD1"
+    man["delta_format"] = fmt
     del man["records"]
     m = len(DYN_IDS)
     layers = [e4.dynamic_layer_records(exports["delta"], i) for i in range(N_FRAMES)]
     for i in range(1, N_FRAMES):
         rows = e4.changed_rows(layers[i - 1], layers[i])
-        data = e4.encode_swd1(rows, layers[i][rows], m)
-        assert data[:4] == b"SWD1" and len(data) == 12 + 36 * len(rows)
+        data = older_delta(layers[i - 1], layers[i], fmt)
+        d = e4.decode_delta(data, m)
+        assert data[:4] == fmt.encode() and len(d.motion_rgba_rows) == 0 and d.motion_rgba_records.shape == (0, 20)
+        if fmt == "SWD1":
+            assert len(data) == 12 + 36 * len(rows)
+            assert d.full_rows.tolist() == rows.tolist() and len(d.motion_rows) == 0
+            assert d.motion_records.shape == (0, 16)
+        else:  # what SWD3 stores as motion+rgba records is stored whole
+            new = e4.decode_delta((exports["delta"] / man["frame_files"][i]).read_bytes(), m)
+            assert d.motion_rows.tolist() == new.motion_rows.tolist() and len(new.motion_rgba_rows) >= 4
+            assert d.full_rows.tolist() == sorted([*new.full_rows, *new.motion_rgba_rows])
+            assert len(data) == 16 + 36 * len(d.full_rows) + 20 * len(d.motion_rows)
+            assert len(data) == e4.swd2_size(len(d.full_rows), len(d.motion_rows)) > man["bytes"]["per_frame"][i]
         (old / man["frame_files"][i]).write_bytes(data)
         man["bytes"]["per_frame"][i] = len(data)
         assert e4.layer_file_is_complete(old / man["frame_files"][i])
-        d = e4.decode_delta(data, m)
-        assert d.full_rows.tolist() == rows.tolist() and len(d.motion_rows) == 0 and d.motion_records.shape == (0, 16)
     (old / "manifest.json").write_text(json.dumps(man))
     for i in range(N_FRAMES):
         assert np.array_equal(e4.dynamic_layer_records(old, i), layers[i]), i
@@ -280,23 +330,27 @@ def test_swd1_exports_still_read_and_are_rewritten_as_swd2(exports, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), i
     f3 = old / man["frame_files"][3]
     good = f3.read_bytes()
-    for words, data in {"truncated": good[:-1], "strictly ascending": good[:12] + good[16:20] + good[12:16] + good[20:],
-                        "another run": good[:8] + (m - 1).to_bytes(4, "little") + good[12:],
-                        "too short for a SWD1 delta": good[:9]}.items():
+    header = 12 if fmt == "SWD1" else 16
+    for words, data in {"truncated": good[:-1],
+                        "strictly ascending": good[:header] + good[header + 4:header + 8] + good[header:header + 4]
+                        + good[header + 8:],
+                        "another run": good[:header - 4] + (m - 1).to_bytes(4, "little") + good[header:],
+                        f"too short for a {fmt} delta": good[:header - 3]}.items():
         f3.write_bytes(data)
         with pytest.raises(InputError, match=words):
             e4.load_frame_layers(old, 3)
     f3.write_bytes(good)
-    # Re-exporting into the same folder rewrites the deltas as SWD2: the files of a fresh export, byte for byte.
+    # Re-exporting into the same folder rewrites the deltas as SWD3: the files of a fresh export, byte for byte.
     m2 = e4.export_4d(exports["run"], old)
-    assert m2["delta_format"] == "SWD2"
+    assert m2["delta_format"] == "SWD3"
     for rel in m2["frame_files"]:
         assert (old / rel).read_bytes() == (exports["delta"] / rel).read_bytes(), rel
 
 
 def test_delta_round_trips_any_change_and_picks_the_smaller_record():
     """Random layers, rows changed in every combination of byte ranges: the decoded delta applied to the previous
-    layer gives the new one byte for byte; motion records exactly for rows whose bytes 12-27 are unchanged."""
+    layer gives the new one byte for byte; each row in the smallest kind that holds its change (motion: bytes
+    12-27 unchanged; motion+rgba: bytes 12-23 unchanged; full otherwise), in SWD3 and in the older SWD2."""
     rng = np.random.default_rng(3)
     m = 600
     prev = rng.integers(0, 256, size=(m, 32), dtype=np.uint8)
@@ -307,18 +361,32 @@ def test_delta_round_trips_any_change_and_picks_the_smaller_record():
         for r in np.flatnonzero(kinds & (1 << bit)):
             k = rng.integers(lo, hi)
             cur[r, k] ^= rng.integers(1, 256, dtype=np.uint8)  # one byte of that range, always a real change
-    look = 2 | 4  # scale or rgba changed: a full record
-    expect_full = np.flatnonzero(kinds & look)
-    expect_motion = np.flatnonzero((kinds != 0) & ~(kinds & look).astype(bool))
+    scale, rgba = (kinds & 2).astype(bool), (kinds & 4).astype(bool)
+    expect_full = np.flatnonzero(scale)
+    expect_rgba = np.flatnonzero(rgba & ~scale)
+    expect_motion = np.flatnonzero((kinds != 0) & ~scale & ~rgba)
+    assert min(len(expect_full), len(expect_rgba), len(expect_motion)) > 50
     d = e4.Delta.between(prev, cur)
     assert d.full_rows.tolist() == expect_full.tolist() and d.motion_rows.tolist() == expect_motion.tolist()
+    assert d.motion_rgba_rows.tolist() == expect_rgba.tolist()
+    assert d.counts() == {"full": len(expect_full), "motion": len(expect_motion), "motion_rgba": len(expect_rgba)}
     data = d.encode()
-    assert len(data) == 16 + 36 * len(expect_full) + 20 * len(expect_motion)
+    assert len(data) == 20 + 36 * len(expect_full) + 20 * len(expect_motion) + 24 * len(expect_rgba)
     out = prev.copy()
     e4.decode_delta(data, m).apply(out)
     assert np.array_equal(out, cur)
+    # The older encoder's choice (SWD2: no motion+rgba kind) round-trips too, at a larger size.
+    d2 = e4.Delta.between(prev, cur, b"SWD2")
+    assert d2.full_rows.tolist() == np.flatnonzero(scale | rgba).tolist() and len(d2.motion_rgba_rows) == 0
+    swd2 = d2.encode(b"SWD2")
+    assert swd2[:4] == b"SWD2" and len(swd2) == e4.swd2_size(len(d2.full_rows), len(d2.motion_rows)) > len(data)
+    out2 = prev.copy()
+    e4.decode_delta(swd2, m).apply(out2)
+    assert np.array_equal(out2, cur)
+    with pytest.raises(ValueError, match="SWD2 delta cannot hold motion_rgba"):
+        d.encode(b"SWD2")
     empty = e4.Delta.between(cur, cur.copy())
-    assert empty.rows == 0 and empty.encode() == b"SWD2" + bytes(8) + m.to_bytes(4, "little")
+    assert empty.rows == 0 and empty.encode() == b"SWD3" + bytes(12) + m.to_bytes(4, "little")
     same = cur.copy()
     e4.decode_delta(empty.encode(), m).apply(same)
     assert np.array_equal(same, cur)
@@ -367,21 +435,30 @@ def test_layer_files_judged_complete_without_reading_them(exports, tmp_path):
     assert all(e4.layer_file_is_complete(exports["delta"] / f) for f in [m["static"], *m["frame_files"]])
     good = (exports["delta"] / m["frame_files"][1]).read_bytes()
     assert len(good) % 32  # a .splat size test would call this delta broken
-    assert good[:4] == b"SWD2"
+    assert good[:4] == b"SWD3"
     swd1 = e4.encode_swd1(np.array([1, 4]), np.zeros((2, 32), np.uint8), 40)
-    (tmp_path / "old.swd").write_bytes(swd1)
-    assert e4.layer_file_is_complete(tmp_path / "old.swd")
+    rng = np.random.default_rng(1)
+    prev = rng.integers(0, 256, size=(40, 32), dtype=np.uint8)
+    cur = prev.copy()
+    cur[[2, 5], 0] ^= 1
+    cur[[7], 13] ^= 1
+    swd2 = e4.Delta.between(prev, cur, b"SWD2").encode(b"SWD2")
+    assert len(swd2) == 16 + 36 + 2 * 20
+    for name, data in {"old.swd": swd1, "old2.swd": swd2}.items():
+        (tmp_path / name).write_bytes(data)
+        assert e4.layer_file_is_complete(tmp_path / name), name
     for name, data in {"cut.swd": good[:-1], "long.swd": good + b"\0", "magic.swd": b"SWDX" + good[4:],
-                       "head.swd": good[:14], "odd.splat": b"\0" * 33, "empty.splat": b"",
-                       "swd1cut.swd": swd1[:-1], "swd1head.swd": swd1[:10]}.items():
+                       "head.swd": good[:18], "odd.splat": b"\0" * 33, "empty.splat": b"",
+                       "swd1cut.swd": swd1[:-1], "swd1head.swd": swd1[:10],
+                       "swd2cut.swd": swd2[:-1], "swd2long.swd": swd2 + b"\0", "swd2head.swd": swd2[:14]}.items():
         (tmp_path / name).write_bytes(data)
         assert not e4.layer_file_is_complete(tmp_path / name), name
     assert not e4.layer_file_is_complete(tmp_path / "absent.swd")
 
 
 def test_delta_sizes_benchmark_counts_what_the_export_writes(exports):
-    """benchmarks/delta_sizes.py counts both record kinds straight from the training folder: the same sizes and
-    counts as the export's manifest (SWD2), and SWD1's sizes under their own key."""
+    """benchmarks/delta_sizes.py counts the three record kinds straight from the training folder: the same sizes
+    and counts as the export's manifest (SWD3), and SWD2's and SWD1's sizes under their own keys."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -390,9 +467,16 @@ def test_delta_sizes_benchmark_counts_what_the_export_writes(exports):
     spec.loader.exec_module(bench)
     out = bench.delta_sizes(exports["run"])
     m = e4.load_manifest(exports["delta"])
-    assert out["format"] == "SWD2" and out["bytes"] == m["bytes"]["per_frame"]
+    assert out["format"] == "SWD3" and out["bytes"] == m["bytes"]["per_frame"]
     assert out["full_rows"] == m["records"]["full"] and out["motion_rows"] == m["records"]["motion"]
+    assert out["motion_rgba_rows"] == m["records"]["motion_rgba"]
     assert out["motion_rows"][1:] == [len(MOTION_IDS)] * (N_FRAMES - 1)
+    assert out["motion_rgba_rows"][1:] == [len(RGBA_IDS)] * (N_FRAMES - 1)
     changed = out["changed_rows"]
     assert out["swd1"]["bytes"] == [32 * len(DYN_IDS)] + [12 + 36 * n for n in changed[1:]]
-    assert out["bytes_mean_after_first"] < out["swd1"]["bytes_mean_after_first"]
+    # SWD2 stores the motion+rgba rows whole: 12 bytes more each, 4 fewer header bytes.
+    q = out["motion_rgba_rows"]
+    assert out["swd2"]["bytes"] == [32 * len(DYN_IDS)] + [b + 12 * q[i] - 4 for i, b in enumerate(out["bytes"])
+                                                          if i > 0]
+    assert out["bytes_mean_after_first"] < out["swd2"]["bytes_mean_after_first"] < out["swd1"][
+        "bytes_mean_after_first"]

@@ -444,7 +444,7 @@ def test_export_4d_static_layer_once_and_dynamic_per_frame(rig, run_frozen, tmp_
 
     m = export_4d(run_frozen, tmp_path / "exp")
     assert m["frames"] == m["frames_ready"] == len(rig.frames) and m["static"] == "static.splat"
-    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD2"
+    assert m["schema"] == "splatworks.4d/2" and m["encoding"] == "delta" and m["delta_format"] == "SWD3"
     lines = seq.read_metrics(run_frozen)
     static_n = len(torch.load(run_frozen / seq.STATIC_FILE)["ids"])
     assert m["bytes"]["static"] == 32 * static_n and m["dynamic_count"] == lines[0]["n_dynamic"]
@@ -454,8 +454,8 @@ def test_export_4d_static_layer_once_and_dynamic_per_frame(rig, run_frozen, tmp_
         if i == 0:
             assert size == 32 * line["n_dynamic"]           # frame 0: the whole dynamic layer
         else:
-            f, p = m["records"]["full"][i], m["records"]["motion"][i]  # a delta: full and motion-only records
-            assert size == 16 + 36 * f + 20 * p and 0 < f + p <= line["n_active"] < line["n_dynamic"]
+            f, p, q = (m["records"][k][i] for k in ("full", "motion", "motion_rgba"))  # a delta's record kinds
+            assert size == 20 + 36 * f + 20 * p + 24 * q and 0 < f + p + q <= line["n_active"] < line["n_dynamic"]
         layers = load_frame_layers(tmp_path / "exp", i)
         full, _, _ = seq.load_frame_gaussians(run_frozen, line["frame"])
         drawn = layers["scales"].max(dim=1).values > -20   # rows of pruned Gaussians draw nothing (scale 0)

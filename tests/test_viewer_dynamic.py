@@ -9,10 +9,12 @@ moved and match where nothing moved.
 A delta-encoded export (``dynamic/export4d.py``: frame 0's layer, then only the changed rows per frame) of a
 trained run in the trainer's own layout is played the same way: frames reached forward, backward and forward again
 show what they should, and what a full-layer export of the same run shows; a damaged delta says so on screen.
-Its SWD2 deltas hold motion records (a blob that moves, a bar that only turns, as sequential training's default
-motion-only frames write them) and a full record (a pruned blob); the same export rewritten with SWD1 deltas (older
-exports) still plays and shows the same pictures. The viewer's delta parser (``delta4d.js``, run in node) decodes
-the Python encoder's files byte for byte and rejects the same damaged files.
+Its SWD3 deltas hold all three record kinds: motion+rgba records (a blob that moves while its colour and opacity
+change, as sequential training's default motion+opacity frames write them), motion records (a bar that only turns)
+and a full record (a pruned blob); the layer the viewer materialises is byte for byte what ``load_frame_layers``
+reads. The same export rewritten with SWD1 deltas (older exports) still plays and shows the same pictures. The
+viewer's delta parser (``delta4d.js``, run in node) decodes the Python encoder's SWD3, SWD2 and SWD1 files byte for
+byte and rejects the same damaged files.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+import torch
 
 from splatworks.viewer.camera import viewer_start_camera
 from splatworks.viewer.testing import (BrowserDriver, blob_params, browser_missing, dominant_colour_at, held_executor,
@@ -161,6 +164,7 @@ def test_viewer_plays_a_dynamic_job_from_its_4d_routes(served, browser, tmp_path
 GREEN, BLUE, YELLOW = np.array([0.05, 1.0, 0.05]), np.array([0.1, 0.3, 1.0]), np.array([1.0, 1.0, 0.05])
 BAR_LONG, BAR_SHORT = 0.22, 0.05  # the turning bar's scales (world units) along its own x, and y and z
 TURNED = (1, 2)                   # frames where the bar stands upright (lies along the screen's x elsewhere)
+MOVING_OPACITY = (0.99, 0.96, 0.93, 0.9)  # the moving blob fades a little as it moves (motion+rgba records)
 SCENE = (slice(56, 176), slice(0, W))  # the rows where the blobs are, clear of the status panel and the player bar
 
 
@@ -173,13 +177,17 @@ def bar_quats(right: np.ndarray, up: np.ndarray, turned: bool) -> np.ndarray:
     return np.roll(x_yzw, 1).astype(np.float32)
 
 
+def moving_colour(frame: int) -> np.ndarray:
+    """RGB of the moving blob at ``frame``: red, turning magenta (its blue channel rises 0.3 a frame)."""
+    return RED + np.array([0.0, 0.0, 0.3 * frame])
+
+
 def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready: int = 3) -> dict[str, Any]:
     """A trained run in the trainer's layout (static.pt + frames/NNNNNN.pt), exported delta-encoded for one job
     and full-layer for another. Static: a white blob; dynamic layer (ids 1, 2, 3, 4): a red blob moving left to
     right (position-only changes), a green one that never changes (bit-identical rows), a blue one pruned at frame
-    2, a yellow bar that only turns (upright at frames 1 and 2: rotation-only changes)."""
-    import torch
-
+    2, a yellow bar that only turns (upright at frames 1 and 2: rotation-only changes). The moving blob also turns
+    from red to magenta and fades a little (``moving_colour``, MOVING_OPACITY: colour and opacity changes)."""
     from splatworks.dynamic import sequence_io as sio
     from splatworks.dynamic.export4d import export_4d
 
@@ -187,10 +195,12 @@ def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready:
     full_root, full_key, *_ = new_dynamic_job(settings)  # the same rig, so the same start view
     run = tmp_path / "run"
 
-    def save(path: Path, ids: list[int], centres: list[np.ndarray], colours: list[np.ndarray], turned: bool = False
-             ) -> None:
+    def save(path: Path, ids: list[int], centres: list[np.ndarray], colours: list[np.ndarray], turned: bool = False,
+             frame: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         params = blob_params(np.stack(centres), np.stack(colours), scale=0.14)
+        if frame is not None:  # the moving blob (id 1) fades
+            params["opacities"][ids.index(1)] = float(np.log(MOVING_OPACITY[frame] / (1 - MOVING_OPACITY[frame])))
         if 4 in ids:  # the bar: long along its own x, turned by its rotation only
             k = ids.index(4)
             params["scales"][k] = torch.log(torch.tensor([BAR_LONG, BAR_SHORT, BAR_SHORT]))
@@ -203,10 +213,10 @@ def publish_trained_run(settings: Any, tmp_path: Path, n_frames: int = 4, ready:
     bar = target + 0.4 * up + 1.6 * right  # right of the moving blob's path, below the blue one
     save(run / sio.STATIC_FILE, [0], [static_pos], [WHITE])
     for i in range(n_frames):
-        ids, centres, colours = [1, 2], [moving[i], green], [RED, GREEN]
+        ids, centres, colours = [1, 2], [moving[i], green], [moving_colour(i), GREEN]
         if i < 2:
             ids, centres, colours = ids + [3], centres + [blue], colours + [BLUE]
-        save(sio.frame_file(run, i), ids + [4], centres + [bar], colours + [YELLOW], turned=i in TURNED)
+        save(sio.frame_file(run, i), ids + [4], centres + [bar], colours + [YELLOW], turned=i in TURNED, frame=i)
     (run / "source.json").write_text(json.dumps({"fps": 4.0}))
 
     def train_until(done: int) -> None:  # training finishes frames; the pipeline re-exports after each
@@ -242,16 +252,35 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
     assert all(SCENE[0].start + 10 < v < SCENE[0].stop - 10 for _, v in uv[3:7])
     shots: dict[int, np.ndarray] = {0: b.screenshot(tmp_path / "d0.png")}
 
+    def materialised_as_python_reads_it(frame: int) -> None:
+        """The layer the viewer patched together for ``frame`` (its DeltaLayers cursor, whose copy the frame's mesh
+        was built from) is byte for byte the export's, and decodes to what ``load_frame_layers`` returns."""
+        from splatworks.dynamic.export4d import dynamic_layer_records, load_frame_layers
+        from splatworks.splat.io import read_splat
+
+        got = b.eval(f"(() => {{ const c = {player}.deltaLayers.cursor; return [c.frame, Array.from(c.bytes)]; }})()")
+        assert got[0] == frame
+        viewer = np.array(got[1], dtype=np.uint8).reshape(-1, 32)
+        assert np.array_equal(viewer, dynamic_layer_records(seq["export"], frame)), frame
+        (tmp_path / "viewer_layer.splat").write_bytes(viewer.tobytes())
+        shown, python = read_splat(tmp_path / "viewer_layer.splat"), load_frame_layers(seq["export"], frame)
+        for k in ("means", "quats", "scales", "opacities", "sh0"):
+            assert torch.equal(shown[k], python[k][1:]), (frame, k)  # row 0 of python's: the static layer
+
     def show(frame: int, patched_from: int) -> np.ndarray:
         seek(b, frame)
         settle(b, frame)
         assert b.eval(f"{player}.deltaLayers.lastPatch") == {"from": patched_from, "to": frame}
+        materialised_as_python_reads_it(frame)
         assert b.eval(f"{player}.displayedSplats") == 4  # frame 0's rows, the pruned one included
         assert b.eval("JSON.stringify(window.splatworks.cameraPose())") == json.dumps(pose, separators=(",", ":"))
         return b.screenshot(tmp_path / f"d{frame}_{patched_from}.png")
 
     def check(img: np.ndarray, frame: int) -> None:
-        assert np.abs(dominant_colour_at(img, uv_moving[frame]) - 255 * RED).max() < 70, frame
+        colour = dominant_colour_at(img, uv_moving[frame])
+        assert np.abs(colour - 255 * moving_colour(frame)).max() < 70, (frame, colour)
+        if frame == 3:  # magenta now, red at frame 0: motion+rgba records recolour it
+            assert colour[2] > 150, colour
         for other in range(len(seq["moving"])):
             if other != frame:
                 assert dominant_colour_at(img, uv_moving[other]).max() < 60, (frame, other)
@@ -272,17 +301,22 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
     shots[1] = show(1, 0)   # backwards: starts again from frame 0's bytes, applies delta 1
     seq["train_until"](4)   # training finishes frame 3: the player picks it up from the manifest
     b.wait(f"{player}.framesReady === 4", 15)
-    # SWD2 files: motion records for the red blob (it moves) and the bar (it turns at frames 1 and 3), a full
-    # record for the blue blob when it is pruned (frame 2). Rows: ids 1, 2, 3, 4 in order.
+    # SWD3 files: a motion+rgba record for the red blob every frame (it moves, recolours and fades), motion
+    # records for the bar (it turns at frames 1 and 3), a full record for the blue blob when it is pruned (frame 2).
+    # Rows: ids 1, 2, 3, 4 in order.
     from splatworks.dynamic.export4d import decode_delta, load_manifest
 
     manifest = load_manifest(seq["export"])
-    assert manifest["delta_format"] == "SWD2"
+    assert manifest["delta_format"] == "SWD3"
     kinds = []
     for rel in manifest["frame_files"][1:]:
-        d = decode_delta((seq["export"] / rel).read_bytes(), 4)
-        kinds.append((d.full_rows.tolist(), d.motion_rows.tolist()))
-    assert kinds == [([], [0, 3]), ([2], [0]), ([], [0, 3])]
+        data = (seq["export"] / rel).read_bytes()
+        d = decode_delta(data, 4)
+        kinds.append((d.full_rows.tolist(), d.motion_rows.tolist(), d.motion_rgba_rows.tolist()))
+        assert data[:4] == b"SWD3" and len(data) == 20 + 36 * len(d.full_rows) + 20 * len(d.motion_rows) + 24 * len(
+            d.motion_rgba_rows)
+    assert kinds == [([], [3], [0]), ([2], [], [0]), ([], [3], [0])]
+    assert manifest["records"] == {"full": [4, 0, 1, 0], "motion": [0, 1, 0, 1], "motion_rgba": [0, 1, 1, 1]}
     shots[3] = show(3, 1)   # forwards from the cursor: deltas 2 and 3
     again = show(2, 0)
     for frame, img in shots.items():
@@ -332,6 +366,7 @@ def test_viewer_plays_a_delta_encoded_sequence_like_the_full_layers(served, brow
         seek(b, frame)
         settle(b, frame)
         assert b.eval(f"{player}.deltaLayers.lastPatch") == {"from": patched_from, "to": frame}
+        materialised_as_python_reads_it(frame)
         img = b.screenshot(tmp_path / f"swd1_{frame}.png")
         check(img, frame)
         same = np.abs(img[SCENE].astype(float) - shots[frame][SCENE].astype(float))
@@ -367,7 +402,8 @@ const out = jobs.map(({ layer, delta, m }) => {
     const parsed = parseDelta(data, m, delta.split("/").pop());
     applyDelta(bytes, parsed);
     writeFileSync(layer + ".out", bytes);
-    return { format: parsed.format, full: parsed.fullRows.length, motion: parsed.motionRows.length };
+    return { format: parsed.format, full: parsed.fullRows.length, motion: parsed.motionRows.length,
+             motionRgba: parsed.motionRgbaRows.length };
   } catch (err) {
     return { error: err.message, untouched: Buffer.compare(Buffer.from(bytes), Buffer.from(before)) === 0 };
   }
@@ -377,7 +413,7 @@ console.log(JSON.stringify(out));
 
 
 def test_viewer_delta_parser_matches_the_python_encoder(tmp_path) -> None:
-    """delta4d.js (in node, no browser) applies the Python encoder's SWD2 and SWD1 files byte for byte, and
+    """delta4d.js (in node, no browser) applies the Python encoder's SWD3, SWD2 and SWD1 files byte for byte, and
     rejects damaged ones before patching a byte, with the reason the Python reader gives."""
     from splatworks.dynamic import export4d as e4
     from splatworks.viewer.build import VIEWER_DIR
@@ -386,30 +422,47 @@ def test_viewer_delta_parser_matches_the_python_encoder(tmp_path) -> None:
     m = 300
     prev = rng.integers(0, 256, size=(m, 32), dtype=np.uint8)
     cur = prev.copy()
-    pick = rng.permutation(m)[:100]
-    moved, turned = pick[:40], pick[40:80]
-    recoloured = np.concatenate([pick[80:], moved[:10], turned[:10]])  # some of them also moved or turned
+    pick = rng.permutation(m)[:150]
+    moved, turned, faded, resized = pick[:40], pick[40:80], pick[80:120], pick[120:]
     cur[moved, :12] ^= 0x3C                           # position bytes: a motion record
     cur[turned, 28:] ^= 0x5A                          # rotation bytes only: a motion record
-    cur[recoloured, 24] ^= 0xFF                       # colour: a full record
-    swd2 = e4.Delta.between(prev, cur)
-    assert sorted(swd2.full_rows) == sorted(recoloured) and len(swd2.motion_rows) == 60
-    good = swd2.encode()
+    cur[faded, 27] ^= 0x81                            # alpha only: a motion+rgba record
+    cur[faded[:20], 24] ^= 0x0F                       # and colour for half of them
+    cur[faded[20:30], 30] ^= 0x44                     # some faded rows turn too: still motion+rgba
+    cur[moved[:10], 25] ^= 0xFF                       # some moved rows recolour too: motion+rgba
+    cur[resized, 14] ^= 0x11                          # a scale byte: a full record
+    cur[turned[:10], 20] ^= 0x22                      # some turned rows change size too: full
+    swd3 = e4.Delta.between(prev, cur)
+    assert sorted(swd3.full_rows) == sorted([*resized, *turned[:10]])
+    assert sorted(swd3.motion_rgba_rows) == sorted([*faded, *moved[:10]])
+    assert sorted(swd3.motion_rows) == sorted([*moved[10:], *turned[10:]])
+    good = swd3.encode()
+    f, p, q = (len(r) for r in (swd3.full_rows, swd3.motion_rows, swd3.motion_rgba_rows))
+    assert len(good) == 20 + 36 * f + 20 * p + 24 * q
     rows = e4.changed_rows(prev, cur)
-    at = 16 + 36 * len(swd2.full_rows)
+    at, aq = 20 + 36 * f, 20 + 36 * f + 20 * p  # where the motion and the motion+rgba rows start
+
+    def swap(data: bytes, at: int) -> bytes:
+        return data[:at] + data[at + 4:at + 8] + data[at:at + 4] + data[at + 8:]
+
     files = {
-        "swd2": good,
+        "swd3": good,
+        "swd2": e4.Delta.between(prev, cur, b"SWD2").encode(b"SWD2"),
         "swd1": e4.encode_swd1(rows, cur[rows], m),
         "empty": e4.Delta.between(prev, prev.copy()).encode(),
         "truncated": good[:-3],
-        "SWD2 or SWD1": b"SWD3" + good[4:],
-        "layer of 301 rows": good[:12] + (m + 1).to_bytes(4, "little") + good[16:],
-        "motion row indices must be strictly ascending": good[:at] + good[at + 4:at + 8] + good[at:at + 4]
-                                                         + good[at + 8:],
-        "both a full and a motion record": e4.Delta(m, swd2.full_rows, swd2.full_records,
-                                                    np.sort(np.append(swd2.motion_rows[1:], swd2.full_rows[3])),
-                                                    swd2.motion_records).encode(),
-        "16-byte header": good[:13],
+        "SWD3, SWD2 or SWD1": b"SWD4" + good[4:],
+        "layer of 301 rows": good[:16] + (m + 1).to_bytes(4, "little") + good[20:],
+        "motion row indices must be strictly ascending": swap(good, at),
+        "motion+rgba row indices must be strictly ascending": swap(good, aq),
+        "both a full and a motion record": e4.Delta(m, swd3.full_rows, swd3.full_records,
+                                                    np.sort(np.append(swd3.motion_rows[1:], swd3.full_rows[3])),
+                                                    swd3.motion_records, swd3.motion_rgba_rows,
+                                                    swd3.motion_rgba_records).encode(),
+        "both a full and a motion+rgba record": e4.Delta(
+            m, swd3.full_rows, swd3.full_records, swd3.motion_rows, swd3.motion_records,
+            np.sort(np.append(swd3.motion_rgba_rows[1:], swd3.full_rows[5])), swd3.motion_rgba_records).encode(),
+        "20-byte header": good[:17],
     }
     jobs = []
     for name, data in files.items():
@@ -423,17 +476,19 @@ def test_viewer_delta_parser_matches_the_python_encoder(tmp_path) -> None:
                          timeout=60)
     assert run.returncode == 0, run.stderr
     results = dict(zip(files, json.loads(run.stdout)))
-    for name in ("swd2", "swd1", "empty"):
+    readable = ("swd3", "swd2", "swd1", "empty")
+    for name in readable:
         expect = cur if name != "empty" else prev
         out = np.frombuffer((tmp_path / f"{name}.layer.out").read_bytes(), np.uint8).reshape(m, 32)
         assert np.array_equal(out, expect), name
         python = prev.copy()
         e4.decode_delta(files[name], m).apply(python)
         assert np.array_equal(out, python), name
-    assert results["swd2"] == {"format": "SWD2", "full": 40, "motion": len(swd2.motion_rows)}
-    assert results["swd1"] == {"format": "SWD1", "full": len(rows), "motion": 0}
+    assert results["swd3"] == {"format": "SWD3", "full": f, "motion": p, "motionRgba": q}
+    assert results["swd2"] == {"format": "SWD2", "full": f + q, "motion": p, "motionRgba": 0}
+    assert results["swd1"] == {"format": "SWD1", "full": len(rows), "motion": 0, "motionRgba": 0}
     for name, data in files.items():
-        if name in ("swd2", "swd1", "empty"):
+        if name in readable:
             continue
         assert name in results[name]["error"] and f"{name}.swd" in results[name]["error"], results[name]
         assert results[name]["untouched"], name  # nothing patched

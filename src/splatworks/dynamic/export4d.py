@@ -8,42 +8,53 @@ Layout (every ``.splat`` is antimatter15's format, 32 bytes per Gaussian, see ``
     EXPORT/frames/000000.splat       frame 0's dynamic layer: M records, one row per Gaussian, ascending id order
     EXPORT/frames/000001.swd         delta encoding: the rows of frame 1 whose record differs from frame 0's, ...
 
-Delta file ``frames/NNNNNN.swd`` of frame index i > 0 (binary, little-endian), format SWD2 (written now)::
+Delta file ``frames/NNNNNN.swd`` of frame index i > 0 (binary, little-endian, 4-byte aligned), format SWD3
+(written now)::
 
-    bytes 0-3    magic b"SWD2"
+    bytes 0-3    magic b"SWD3"
     bytes 4-7    uint32 F   full records in this delta
     bytes 8-11   uint32 P   motion records in this delta
-    bytes 12-15  uint32 M   rows of the dynamic layer (sanity check against frame 0's layer)
+    bytes 12-15  uint32 Q   motion+rgba records in this delta
+    bytes 16-19  uint32 M   rows of the dynamic layer (sanity check against frame 0's layer)
     then F uint32 row indices, strictly ascending, each < M (positions in frame 0's layer)
     then F 32-byte .splat records that replace those rows
-    then P uint32 row indices, strictly ascending, each < M, none of them among the F rows above
+    then P uint32 row indices, strictly ascending, each < M
     then P 16-byte motion records: position (3 x float32, the record's bytes 0-11) then rotation (4 x uint8, its
          bytes 28-31); each replaces only those 16 bytes of its row (scale and colour bytes 12-27 stay)
+    then Q uint32 row indices, strictly ascending, each < M
+    then Q 20-byte motion+rgba records: position (bytes 0-11), RGBA (4 x uint8, bytes 24-27: r, g, b, alpha),
+         rotation (bytes 28-31); each replaces those 20 bytes of its row (the scale bytes 12-23 stay)
+    (the three row lists are disjoint)
 
-    size = 16 + 36 F + 20 P bytes
+    size = 20 + 36 F + 20 P + 24 Q bytes
 
-Format SWD1 (exports written before; still read, by this module and the viewer) has only full records::
+Older formats, still read (by this module and the viewer); ``export_4d`` into the same folder rewrites them as SWD3::
 
-    bytes 0-3 magic b"SWD1"; 4-7 uint32 N; 8-11 uint32 M; then N uint32 rows (ascending, < M); then N x 32 bytes
+    SWD2: magic b"SWD2"; uint32 F; uint32 P; uint32 M; then the F full and P motion records as in SWD3 (no Q kind);
+          size 16 + 36 F + 20 P
+    SWD1: magic b"SWD1"; uint32 N; uint32 M; then N uint32 rows (ascending, < M); then N x 32 bytes (full only)
 
 Frame i's dynamic layer = frame 0's layer with the deltas 1..i applied in order (in each delta: full records, then
-motion records). A row is in frame i's delta iff its encoded 32-byte record at frame i differs from its record at
-frame i - 1 (byte comparison: the .splat quantisation decides, no tolerance); it is a motion record when only its
-position and/or rotation bytes differ (sequential training changes only centres, rotations and, by default,
-opacities after frame 0, so later frames cost 20 bytes per Gaussian that moves without fading instead of 36), a
-full record otherwise. Training
-keeps the Gaussians away from the moving people bit-for-bit, so they cost nothing after frame 0. A Gaussian pruned
+motion records, then motion+rgba records). A row is in frame i's delta iff its encoded 32-byte record at frame i
+differs from its record at frame i - 1 (byte comparison: the .splat quantisation decides, no tolerance); it goes
+into the smallest kind that reproduces its new record exactly: a motion record when only its position and/or
+rotation bytes differ, a motion+rgba record when its scale bytes 12-23 are unchanged (colour or opacity changed
+too), a full record otherwise. Sequential training changes only centres, rotations and, by default
+(``frame_params=motion+opacity``), opacities after frame 0, so a Gaussian that moves costs 20 bytes a frame, 24
+when it also fades, instead of 36. Training keeps the Gaussians away from the moving people bit-for-bit, so they
+cost nothing after frame 0. A Gaussian pruned
 at frame i (its id is missing from frame i's ``.pt``) is written once as a full record that draws nothing (scales
 0, opacity byte 0, position, colour and rotation kept) and stays so. Training never adds Gaussians after frame 0:
 an id that frame 0 lacks is an error.
 
 ``manifest.json`` (read by the viewer's SequencePlayer, docs/viewer.md)::
 
-    {"schema": "splatworks.4d/2", "encoding": "delta", "delta_format": "SWD2", "format": "splat",
+    {"schema": "splatworks.4d/2", "encoding": "delta", "delta_format": "SWD3", "format": "splat",
      "fps": 30.0, "frames": 150, "frames_ready": 150, "static": "static.splat", "dynamic_count": M,
      "frame_files": ["frames/000000.splat", "frames/000001.swd", ...], "frame_urls": (same list),
      "frame_numbers": [dataset frame numbers],
-     "records": {"full": [M, F of frame 1, ...], "motion": [0, P of frame 1, ...]},   (delta encoding only)
+     "records": {"full": [M, F of frame 1, ...], "motion": [0, P of frame 1, ...],
+                 "motion_rgba": [0, Q of frame 1, ...]},   (delta encoding only; SWD3's record kinds)
      "bytes": {"static": ..., "per_frame": [file size of each frame], "per_frame_mean": ...,
                "per_frame_mean_after_first": ..., "per_frame_max": ..., "total": ...},
      "coordinates": "..."}
@@ -63,9 +74,9 @@ import json
 import re
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -77,21 +88,42 @@ MANIFEST = "manifest.json"
 SCHEMA_DELTA = "splatworks.4d/2"
 SCHEMA_FULL = "splatworks.4d/1"
 ENCODINGS = ("delta", "full")
-DELTA_MAGIC = b"SWD2"  # the delta format written now
+DELTA_MAGIC = b"SWD3"  # the delta format written now
+SWD2_MAGIC = b"SWD2"   # older exports' deltas: full and motion records (still read)
 SWD1_MAGIC = b"SWD1"   # older exports' deltas: full records only (still read)
-SWD2_HEADER = struct.Struct("<4sIII")  # magic, F full records, P motion records, M rows
-SWD1_HEADER = struct.Struct("<4sII")   # magic, N records, M rows
+SWD3_HEADER = struct.Struct("<4sIIII")  # magic, F full, P motion, Q motion+rgba records, M rows
+SWD2_HEADER = struct.Struct("<4sIII")   # magic, F full records, P motion records, M rows
+SWD1_HEADER = struct.Struct("<4sII")    # magic, N records, M rows
 RECORD_BYTES = 32
-MOTION_BYTES = 16
+MOTION_BYTES = 16       # position + rotation
+MOTION_RGBA_BYTES = 20  # position + RGBA + rotation
 # Byte ranges of one .splat record (splat/io.py SPLAT_DTYPE): float32 position xyz, float32 scale xyz, RGBA, rot.
 POSITION_BYTES = slice(0, 12)
 SCALE_BYTES = slice(12, 24)
+RGBA_BYTES = slice(24, 28)
 ALPHA_BYTE = 27
 ROTATION_BYTES = slice(28, 32)
-LOOK_WORDS = slice(3, 7)  # uint32 words 3..6 = bytes 12-27 (scale, RGBA): what a motion record leaves alone
+RGBA_ROTATION_BYTES = slice(24, 32)  # contiguous: what a motion+rgba record holds after the position
+SCALE_WORDS = slice(3, 6)  # uint32 words 3..5 = bytes 12-23: what a motion+rgba record leaves alone
+RGBA_WORD = 6              # uint32 word 6 = bytes 24-27
 RECORD_PARAMS = ("means", "quats", "scales", "opacities", "sh0")  # what a .splat record is made of (not shN)
 LAYER_FILE_RE = re.compile(r"^\d{6}\.(splat|swd)$")
 COORDINATES = "world frame of the dataset; OpenCV cameras (x right, y down, z forward); .splat records"
+
+
+@dataclass(frozen=True)
+class DeltaFormat:
+    """One .swd format: its magic, header (magic, record counts per kind, M) and the record kinds it stores."""
+
+    magic: bytes
+    header: struct.Struct
+    kinds: tuple[str, ...]  # of "full", "motion", "motion_rgba", in file (and apply) order
+
+
+KIND_BYTES = {"full": RECORD_BYTES, "motion": MOTION_BYTES, "motion_rgba": MOTION_RGBA_BYTES}  # per record, no row
+FORMATS = {f.magic: f for f in (DeltaFormat(DELTA_MAGIC, SWD3_HEADER, ("full", "motion", "motion_rgba")),
+                                DeltaFormat(SWD2_MAGIC, SWD2_HEADER, ("full", "motion")),
+                                DeltaFormat(SWD1_MAGIC, SWD1_HEADER, ("full",)))}
 
 
 def frame_name(index: int, encoding: str = "full") -> str:
@@ -136,50 +168,100 @@ def motion_records(records: np.ndarray) -> np.ndarray:
     return np.concatenate([records[:, POSITION_BYTES], records[:, ROTATION_BYTES]], axis=1)
 
 
+def motion_rgba_records(records: np.ndarray) -> np.ndarray:
+    """(N, 20) uint8 motion+rgba records of (N, 32) .splat records: position bytes 0-11, then RGBA and rotation
+    bytes 24-31."""
+    return np.concatenate([records[:, POSITION_BYTES], records[:, RGBA_ROTATION_BYTES]], axis=1)
+
+
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _no_records(width: int) -> Callable[[], np.ndarray]:
+    return lambda: np.zeros((0, width), dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class Delta:
     """One frame's delta against the frame before, over a dynamic layer of ``m`` rows.
 
-    ``full_rows`` (F,) and ``motion_rows`` (P,) are int64, each strictly ascending, disjoint, < m;
-    ``full_records`` (F, 32) uint8 replace whole rows; ``motion_records`` (P, 16) uint8 replace only the position
-    (record bytes 0-11) and rotation (bytes 28-31) of theirs. A SWD1 file decodes with no motion records.
+    ``full_rows`` (F,), ``motion_rows`` (P,) and ``motion_rgba_rows`` (Q,) are int64, each strictly ascending,
+    pairwise disjoint, < m; ``full_records`` (F, 32) uint8 replace whole rows; ``motion_records`` (P, 16) uint8
+    replace only the position (record bytes 0-11) and rotation (bytes 28-31) of theirs; ``motion_rgba_records``
+    (Q, 20) uint8 the position, RGBA (bytes 24-27) and rotation of theirs. A SWD2 file decodes with no motion+rgba
+    records, a SWD1 file with full records only.
     """
 
     m: int
     full_rows: np.ndarray
     full_records: np.ndarray
-    motion_rows: np.ndarray
-    motion_records: np.ndarray
+    motion_rows: np.ndarray = field(default_factory=_no_rows)
+    motion_records: np.ndarray = field(default_factory=_no_records(MOTION_BYTES))
+    motion_rgba_rows: np.ndarray = field(default_factory=_no_rows)
+    motion_rgba_records: np.ndarray = field(default_factory=_no_records(MOTION_RGBA_BYTES))
 
     @classmethod
-    def between(cls, prev: np.ndarray, cur: np.ndarray) -> Delta:
-        """The delta that turns (M, 32) uint8 layer ``prev`` into ``cur``: a motion record for each changed row
-        whose scale and colour bytes (12-27) are equal, a full record for every other changed row."""
+    def between(cls, prev: np.ndarray, cur: np.ndarray, fmt: bytes = DELTA_MAGIC) -> Delta:
+        """The delta that turns (M, 32) uint8 layer ``prev`` into ``cur``, each changed row in the smallest kind of
+        format ``fmt`` that reproduces it: motion when its bytes 12-27 (scale, RGBA) are equal, motion+rgba (SWD3)
+        when its scale bytes 12-23 are, full otherwise. ``fmt`` b"SWD2" gives the older encoder's choice."""
+        kinds = FORMATS[fmt].kinds
         rows = changed_rows(prev, cur)
-        a = np.ascontiguousarray(prev[rows]).view("<u4")[:, LOOK_WORDS]  # (N, 4) words of bytes 12-27
-        b = np.ascontiguousarray(cur[rows]).view("<u4")[:, LOOK_WORDS]
-        moved = (a == b).all(axis=1)
-        full, motion = rows[~moved], rows[moved]
-        return cls(len(cur), full, cur[full], motion, motion_records(cur[motion]))
+        a = np.ascontiguousarray(prev[rows]).view("<u4")  # (N, 8) words
+        b = np.ascontiguousarray(cur[rows]).view("<u4")
+        same_scale = (a[:, SCALE_WORDS] == b[:, SCALE_WORDS]).all(axis=1)
+        same_rgba = a[:, RGBA_WORD] == b[:, RGBA_WORD]
+        motion = same_scale & same_rgba if "motion" in kinds else np.zeros(len(rows), dtype=bool)
+        rgba = same_scale & ~motion if "motion_rgba" in kinds else np.zeros(len(rows), dtype=bool)
+        full = ~(motion | rgba)
+        return cls(len(cur), rows[full], cur[rows[full]], rows[motion], motion_records(cur[rows[motion]]),
+                   rows[rgba], motion_rgba_records(cur[rows[rgba]]))
 
     @property
     def rows(self) -> int:
-        """Rows this delta changes (full and motion records)."""
-        return len(self.full_rows) + len(self.motion_rows)
+        """Rows this delta changes (records of every kind)."""
+        return len(self.full_rows) + len(self.motion_rows) + len(self.motion_rgba_rows)
 
-    def encode(self) -> bytes:
-        """The SWD2 file: header, full rows (uint32) and records, motion rows (uint32) and records."""
-        return (SWD2_HEADER.pack(DELTA_MAGIC, len(self.full_rows), len(self.motion_rows), self.m)
-                + np.asarray(self.full_rows, dtype="<u4").tobytes()
-                + np.ascontiguousarray(self.full_records, dtype=np.uint8).tobytes()
-                + np.asarray(self.motion_rows, dtype="<u4").tobytes()
-                + np.ascontiguousarray(self.motion_records, dtype=np.uint8).tobytes())
+    def counts(self) -> dict[str, int]:
+        """Records per kind: {"full": F, "motion": P, "motion_rgba": Q}."""
+        return {k: len(self._rows(k)) for k in KIND_BYTES}
+
+    def _rows(self, kind: str) -> np.ndarray:
+        return {"full": self.full_rows, "motion": self.motion_rows, "motion_rgba": self.motion_rgba_rows}[kind]
+
+    def _records(self, kind: str) -> np.ndarray:
+        return {"full": self.full_records, "motion": self.motion_records,
+                "motion_rgba": self.motion_rgba_records}[kind]
+
+    def encode(self, fmt: bytes = DELTA_MAGIC) -> bytes:
+        """The .swd file in format ``fmt`` (SWD3 unless asked otherwise): header, then per kind its rows (uint32)
+        and records. An older format cannot hold the kinds it lacks: ValueError if this delta has any."""
+        f = FORMATS[fmt]
+        missing = [k for k in KIND_BYTES if k not in f.kinds and len(self._rows(k))]
+        if missing:
+            raise ValueError(f"a {fmt.decode()} delta cannot hold {', '.join(missing)} records; build the delta "
+                             f"with Delta.between(..., fmt={fmt!r})")
+        parts = [f.header.pack(fmt, *(len(self._rows(k)) for k in f.kinds), self.m)]
+        for k in f.kinds:
+            parts.append(np.asarray(self._rows(k), dtype="<u4").tobytes())
+            parts.append(np.ascontiguousarray(self._records(k), dtype=np.uint8).tobytes())
+        return b"".join(parts)
 
     def apply(self, layer: np.ndarray) -> None:
-        """Patch (m, 32) uint8 ``layer`` in place: the full records, then the motion records' 16 bytes."""
+        """Patch (m, 32) uint8 ``layer`` in place: the full records, then the motion records' 16 bytes, then the
+        motion+rgba records' 20 bytes."""
         layer[self.full_rows] = self.full_records
         layer[self.motion_rows, POSITION_BYTES] = self.motion_records[:, :12]
         layer[self.motion_rows, ROTATION_BYTES] = self.motion_records[:, 12:]
+        layer[self.motion_rgba_rows, POSITION_BYTES] = self.motion_rgba_records[:, :12]
+        layer[self.motion_rgba_rows, RGBA_ROTATION_BYTES] = self.motion_rgba_records[:, 12:]
+
+
+def swd3_size(full: int, motion: int, motion_rgba: int) -> int:
+    """Bytes of a SWD3 delta with ``full`` full, ``motion`` motion and ``motion_rgba`` motion+rgba records."""
+    return (SWD3_HEADER.size + full * (4 + RECORD_BYTES) + motion * (4 + MOTION_BYTES)
+            + motion_rgba * (4 + MOTION_RGBA_BYTES))
 
 
 def swd2_size(full: int, motion: int) -> int:
@@ -187,58 +269,64 @@ def swd2_size(full: int, motion: int) -> int:
     return SWD2_HEADER.size + full * (4 + RECORD_BYTES) + motion * (4 + MOTION_BYTES)
 
 
+def _format_size(f: DeltaFormat, counts: tuple[int, ...]) -> int:
+    return f.header.size + sum(n * (4 + KIND_BYTES[k]) for k, n in zip(f.kinds, counts))
+
+
 def encode_swd1(rows: np.ndarray, records: np.ndarray, m: int) -> bytes:
     """A SWD1 delta (the format before SWD2, full records only): header, ``rows`` (N,) as uint32, then ``records``
     (N, 32) uint8. Kept to test that older exports still read and play."""
-    rows = np.asarray(rows, dtype="<u4")
-    return (SWD1_HEADER.pack(SWD1_MAGIC, len(rows), m) + rows.tobytes()
-            + np.ascontiguousarray(records, dtype=np.uint8).tobytes())
+    return Delta(m, np.asarray(rows, dtype=np.int64), records).encode(SWD1_MAGIC)
 
 
 def decode_delta(data: bytes, m: int, source: str = "delta") -> Delta:
-    """The :class:`Delta` of a .swd file (SWD2, or SWD1 of older exports), checked against a layer of ``m`` rows.
+    """The :class:`Delta` of a .swd file (SWD3, or SWD2/SWD1 of older exports), checked against a layer of ``m``
+    rows.
 
     Raises InputError naming ``source`` when the file is too short, truncated, garbled (unknown magic, rows not
-    strictly ascending, out of range, or a row in both lists) or belongs to another export; nothing is applied.
+    strictly ascending, out of range, or a row in two lists) or belongs to another export; nothing is applied.
     """
     again = "re-run `splatworks dynamic export` to rewrite the 4D export"
     if len(data) < 4:
         raise InputError(f"{source}: {len(data)} bytes is too short for a delta file; {again}")
-    if data[:4] not in (DELTA_MAGIC, SWD1_MAGIC):
-        raise InputError(f"{source}: not a SWD2 or SWD1 delta file (starts with {bytes(data[:4])!r}); {again}")
-    kind = data[:4].decode("ascii")
-    header = SWD2_HEADER if data[:4] == DELTA_MAGIC else SWD1_HEADER
-    if len(data) < header.size:
-        raise InputError(f"{source}: {len(data)} bytes is too short for a {kind} delta (header is {header.size} "
-                         f"bytes); {again}")
-    if header is SWD2_HEADER:
-        _, f, p, m_file = header.unpack_from(data)
-    else:
-        (_, f, m_file), p = header.unpack_from(data), 0
+    fmt = FORMATS.get(bytes(data[:4]))
+    if fmt is None:
+        raise InputError(f"{source}: not a SWD3, SWD2 or SWD1 delta file (starts with {bytes(data[:4])!r}); "
+                         f"{again}")
+    name = fmt.magic.decode("ascii")
+    if len(data) < fmt.header.size:
+        raise InputError(f"{source}: {len(data)} bytes is too short for a {name} delta (header is "
+                         f"{fmt.header.size} bytes); {again}")
+    _, *counts, m_file = fmt.header.unpack_from(data)
     if m_file != m:
         raise InputError(f"{source}: made for a dynamic layer of {m_file} rows but frame 0's layer has {m}; the "
                          f"export is from another run or half rewritten; {again}")
-    expected = header.size + f * (4 + RECORD_BYTES) + p * (4 + MOTION_BYTES)
+    expected = _format_size(fmt, counts)
     if len(data) != expected:
-        what = f"{f} full and {p} motion records" if header is SWD2_HEADER else f"{f} records"
-        raise InputError(f"{source}: {len(data)} bytes, but a {kind} delta of {what} has {expected}: truncated or "
+        named = [f"{n} {k.replace('_', '+')}" for k, n in zip(fmt.kinds, counts)]
+        what = (f"{counts[0]} records" if len(named) == 1  # SWD1: one kind, unnamed
+                else ", ".join(named[:-1]) + f" and {named[-1]} records")
+        raise InputError(f"{source}: {len(data)} bytes, but a {name} delta of {what} has {expected}: truncated or "
                          f"garbled; {again}")
-    at = header.size
-    full_rows = np.frombuffer(data, dtype="<u4", count=f, offset=at).astype(np.int64)
-    full_records = np.frombuffer(data, dtype=np.uint8, count=f * RECORD_BYTES, offset=at + 4 * f
-                                 ).reshape(f, RECORD_BYTES)
-    at += f * (4 + RECORD_BYTES)
-    motion_rows = np.frombuffer(data, dtype="<u4", count=p, offset=at).astype(np.int64)
-    motion = np.frombuffer(data, dtype=np.uint8, count=p * MOTION_BYTES, offset=at + 4 * p).reshape(p, MOTION_BYTES)
-    for name, rows in (("full", full_rows), ("motion", motion_rows)):
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    at = fmt.header.size
+    for kind, n in zip(fmt.kinds, counts):
+        width = KIND_BYTES[kind]
+        rows = np.frombuffer(data, dtype="<u4", count=n, offset=at).astype(np.int64)
+        records = np.frombuffer(data, dtype=np.uint8, count=n * width, offset=at + 4 * n).reshape(n, width)
         if len(rows) and (rows[-1] >= m or (np.diff(rows) <= 0).any()):
-            raise InputError(f"{source}: {name} row indices must be strictly ascending and below {m}; garbled; "
-                             f"{again}")
-    both = np.intersect1d(full_rows, motion_rows, assume_unique=True)
-    if len(both):
-        raise InputError(f"{source}: row {int(both[0])} has both a full and a motion record (overlap); garbled; "
-                         f"{again}")
-    return Delta(m, full_rows, full_records, motion_rows, motion)
+            raise InputError(f"{source}: {kind.replace('_', '+')} row indices must be strictly ascending and below "
+                             f"{m}; garbled; {again}")
+        parts[kind] = (rows, records)
+        at += n * (4 + width)
+    kinds = list(parts)
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1:]:
+            both = np.intersect1d(parts[a][0], parts[b][0], assume_unique=True)
+            if len(both):
+                raise InputError(f"{source}: row {int(both[0])} has both a {a.replace('_', '+')} and a "
+                                 f"{b.replace('_', '+')} record (overlap); garbled; {again}")
+    return Delta(m, *(x for k in kinds for x in parts[k]))
 
 
 class DeltaEncoder:
@@ -262,7 +350,7 @@ class DeltaEncoder:
         self.present = np.ones(len(self.ids), dtype=bool)
 
     def next_frame(self, ids: np.ndarray, params: dict[str, torch.Tensor], what: str) -> Delta:
-        """The next frame's delta (full and motion records); advances to that frame."""
+        """The next frame's delta (records of every SWD3 kind); advances to that frame."""
         order = _id_order(ids)
         if order is not None:
             ids = ids[order]
@@ -333,7 +421,7 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
     has no static layer: frame 0's layer then holds all of its Gaussians (the manifest's ``static`` is null).
     Every export rewrites all layers (each file atomically, the manifest last), so re-running it while training
     goes on just adds the new frames; files of an earlier export that the new manifest does not list are removed.
-    An earlier export's SWD1 deltas in ``out_dir`` are rewritten as SWD2.
+    An earlier export's SWD1 or SWD2 deltas in ``out_dir`` are rewritten as SWD3.
     """
     from splatworks.dynamic import sequential as seq
     from splatworks.dynamic.render import SOURCE_FILE
@@ -360,8 +448,7 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
 
     per_frame: list[int] = []
     files: list[str] = []
-    full_counts: list[int] = []    # per frame: rows written whole (frame 0: all of them)
-    motion_counts: list[int] = []  # per frame: rows written as motion records (position and rotation only)
+    counts: dict[str, list[int]] = {k: [] for k in KIND_BYTES}  # per kind and frame: records (frame 0: M full)
     encoder: DeltaEncoder | None = None
     for i, f in enumerate(frames):
         dyn = torch.load(seq.frame_file(train_dir, f), map_location="cpu")
@@ -370,23 +457,24 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
         if encoding == "full":
             write_splat(out / rel, params)
             size = (out / rel).stat().st_size
-            changed, motion = len(dyn["ids"]), 0
+            frame_counts = {"full": len(dyn["ids"]), "motion": 0, "motion_rgba": 0}
         else:
             ids = dyn["ids"].cpu().numpy().astype(np.int64)
             if encoder is None:  # frame 0: the whole layer, rows in ascending id order
                 encoder = DeltaEncoder(ids, params, f"frame {f}")
                 size = _atomic_write(out / rel, encoder.records.tobytes())
-                changed, motion = len(ids), 0
+                frame_counts = {"full": len(ids), "motion": 0, "motion_rgba": 0}
             else:
                 delta = encoder.next_frame(ids, params, f"frame {f} ({seq.frame_file(train_dir, f)})")
                 size = _atomic_write(out / rel, delta.encode())
-                changed, motion = delta.rows, len(delta.motion_rows)
+                frame_counts = delta.counts()
         per_frame.append(size)
         files.append(rel)
-        full_counts.append(changed - motion)
-        motion_counts.append(motion)
+        for k, n in frame_counts.items():
+            counts[k].append(n)
         emit(progress, "export4d", i + 1, len(frames),
-             f"frame {f}: {size / 1e6:.3f} MB ({changed} Gaussians, {motion} of them motion-only)")
+             f"frame {f}: {size / 1e6:.3f} MB ({sum(frame_counts.values())} Gaussians: {frame_counts['full']} "
+             f"full, {frame_counts['motion']} motion, {frame_counts['motion_rgba']} motion+rgba records)")
 
     total = int(state.get("frames_total", len(frames)))
     after_first = per_frame[1:]
@@ -394,7 +482,7 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
     if encoding == "delta":
         manifest.update({"encoding": "delta", "delta_format": DELTA_MAGIC.decode("ascii"),
                          "dynamic_count": len(encoder.ids) if encoder is not None else 0,
-                         "records": {"full": full_counts, "motion": motion_counts}})
+                         "records": counts})
     manifest.update({
         "format": "splat",
         "fps": float(source.get("fps", 30.0)),
@@ -425,24 +513,23 @@ def export_4d(train_dir: str | Path, out_dir: str | Path, progress: ProgressFn |
 
 
 def layer_file_is_complete(path: str | Path) -> bool:
-    """True when a layer file of an export is whole: a non-empty .splat of 32-byte records, or a .swd delta whose
-    size matches its header (for checks that must not read whole files, e.g. ``admin reimport``)."""
+    """True when a layer file of an export is whole: a non-empty .splat of 32-byte records, or a .swd delta (SWD3,
+    SWD2 or SWD1) whose size matches its header (for checks that must not read whole files, e.g. ``admin
+    reimport``)."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if path.suffix != ".swd":
             return size > 0 and size % RECORD_BYTES == 0
         with open(path, "rb") as f:
-            head = f.read(SWD2_HEADER.size)
+            head = f.read(SWD3_HEADER.size)
     except OSError:
         return False
-    if head[:4] == SWD1_MAGIC and len(head) >= SWD1_HEADER.size:
-        _, n, _ = SWD1_HEADER.unpack_from(head)
-        return size == SWD1_HEADER.size + n * (4 + RECORD_BYTES)
-    if head[:4] == DELTA_MAGIC and len(head) == SWD2_HEADER.size:
-        _, f, p, _ = SWD2_HEADER.unpack(head)
-        return size == swd2_size(f, p)
-    return False
+    fmt = FORMATS.get(head[:4])
+    if fmt is None or len(head) < fmt.header.size:
+        return False
+    _, *counts, _ = fmt.header.unpack_from(head)
+    return size == _format_size(fmt, counts)
 
 
 # ---- reading an export back (what the viewer shows) ----------------------------------------------------------------

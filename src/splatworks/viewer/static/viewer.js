@@ -437,8 +437,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- 4D playback: a static layer plus one dynamic layer per frame --------------------------------------------
 // Without "encoding" in the manifest each frame is a whole .splat (schema splatworks.4d/1); with "encoding":
-// "delta" (schema splatworks.4d/2) frame 0 is a .splat and later frames are deltas (SWD2: full and motion-only
-// records; SWD1 of older exports: full records), materialised by DeltaLayers (delta4d.js) into .splat bytes in memory.
+// "delta" (schema splatworks.4d/2) frame 0 is a .splat and later frames are deltas (SWD3: full, motion and
+// motion+rgba records; SWD2/SWD1 of older exports), materialised by DeltaLayers (delta4d.js) into .splat bytes.
 class SequencePlayer {
   /** Plays the sequence described by a manifest (docs/viewer.md): {fps, frames, frames_ready, static, frame_urls,
    *  and for delta manifests encoding, dynamic_count}. */
