@@ -21,6 +21,8 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   for bit, so the background cannot flicker or drift and a frame's 4D-export delta is small); views rendered only
   in windows around the moving pixels and the optimised splats' footprints; early stop on a loss plateau, and
   fewer iterations for frames that start already converged.
+- **Respawn** (``respawn``, off by default): faded dynamic Gaussians are recycled onto moving pixels that no splat
+  covers, at a constant Gaussian count (``dynamic/respawn.py``).
 
 Output folder (``OUT``)::
 
@@ -171,6 +173,21 @@ class SequentialConfig:
     depth_weight: float = option(0.1, "Weight of the distilled depth loss (L1 of relative depth error).")
     depth_everywhere: bool = option(False, "Apply the distilled depth loss on every pixel, not only static ones.")
     max_frames: int = option(0, "Train only the first N frames (0 = all).")
+    respawn: bool = option(False, "Frames t > 0: recycle faded dynamic Gaussians onto moving pixels that no splat "
+                           "covers (objects that jump farther than their size), at a constant Gaussian count "
+                           "(dynamic/respawn.py). Off by default: not yet measured on the GPU.")
+    respawn_max_opacity: float = option(0.05, "Respawn: a non-frozen Gaussian with sigmoid(opacity) below this is "
+                                        "dead (may be recycled).")
+    respawn_residual: float = option(0.15, "Respawn: a dynamic pixel is uncovered when the render differs from the "
+                                     "image by more than this (mean over RGB, colours in [0, 1]).")
+    respawn_iterations: int = option(200, "Respawn: iterations fitting the recycled Gaussians (all their "
+                                     "parameters, everything else held) on the frame's views.")
+    respawn_min_pixels: int = option(16, "Respawn: skip the step when fewer uncovered pixels than this (all views).")
+    respawn_num_depths: int = option(48, "Respawn: plane-sweep MVS depth planes on the moving pixels.")
+    respawn_mvs_scale: float = option(0.5, "Respawn: MVS works at this fraction of the image size.")
+    respawn_window: int = option(7, "Respawn: MVS NCC window side in working pixels (odd).")
+    respawn_min_consistent: int = option(1, "Respawn: other views that must agree on an MVS point.")
+    respawn_dilation: int = option(4, "Respawn: pixels by which dynamic mask regions grow for MVS.")
     backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
                           choices=("auto", "gsplat", "torch"))
     device: str = option("auto", "torch device: cuda, cpu or auto.")
@@ -705,6 +722,10 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
         raise UserError("views_per_step must be at least 1 (training views per optimizer step)")
     if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
         raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
+    if cfg.respawn and (cfg.respawn_window < 3 or cfg.respawn_window % 2 == 0 or cfg.respawn_iterations < 0
+                        or not 0.0 < cfg.respawn_mvs_scale <= 1.0):
+        raise UserError("respawn needs an odd respawn_window >= 3, respawn_iterations >= 0 and 0 < respawn_mvs_scale "
+                        "<= 1; fix those settings")
     if cfg.depth == "distill" and not cfg.depth_file:
         raise UserError("--depth distill needs --depth-file all_depth.npy (from `splatworks depth export`)")
 
@@ -846,6 +867,18 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                                    param_keys=FRAME_PARAM_KEYS[cfg.frame_params],
                                    motion_prior=prior, progress=progress, stage="dynamic.frame")
             chain.before = last
+            if cfg.respawn:
+                from splatworks.dynamic.respawn import respawn_dead
+
+                before_respawn = chain.params["means"].detach().clone()
+                rs = respawn_dead(chain.params, chain.frozen, views, [dataset.rig.camera(c) for c in cams], cfg,
+                                  radius=radius, background=background, rng=rng,
+                                  points_hint=dataset.rig.points if len(dataset.rig.points) else None)
+                line.update(rs.as_metrics())
+                with torch.no_grad():  # a recycled row starts at rest: its jump is not a velocity to extrapolate
+                    moved = (chain.params["means"] != before_respawn).any(dim=1)
+                    for k in MOTION_KEYS:
+                        chain.before[k][moved] = chain.params[k][moved].detach()
             pr = prune_mask(chain.params, centre, radius, cfg.prune_max_scale, cfg.prune_max_distance)
             pr.keep |= chain.frozen  # the static layer is written once; it never changes after frame 0
             chain.keep(pr.keep)

@@ -1,0 +1,198 @@
+"""Respawn (issue 7): faded dynamic Gaussians recycled onto an object that jumped farther than its own size.
+
+Budget: the tiny synthetic rig (5 cameras, 64x48) with planted Gaussians; a few hundred optimiser steps in all.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from splatworks.dynamic import respawn as rsp
+from splatworks.dynamic import sequential as seq
+from splatworks.dynamic.dataset import DynamicDataset
+from tiny_rig import make_tiny_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread per module
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory) -> DynamicDataset:
+    return make_tiny_dataset(tmp_path_factory.mktemp("rig"), n_frames=3, timeline=24)
+
+
+def tiny(**kw) -> seq.SequentialConfig:
+    base = dict(iterations_first_frame=100, iterations_per_frame=30, early_stop=False, converged_loss_ratio=0.0,
+                device="cpu", backend="torch", sh_degree=0, respawn_mvs_scale=1.0, respawn_window=5,
+                respawn_dilation=2)
+    return seq.preset("tiny", **{**base, **kw})
+
+
+def _blob(centre: torch.Tensor, n: int, seed: int, spread: float = 0.08) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"means": centre + spread * torch.randn(n, 3, generator=g), "quats": torch.randn(n, 4, generator=g),
+            "scales": torch.full((n, 3), float(np.log(0.04))), "opacities": torch.full((n,), 3.0),
+            "sh0": torch.rand(n, 1, 3, generator=g) * 3 - 1.5, "shN": torch.zeros(n, 0, 3)}
+
+
+def _cat(*parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@pytest.fixture(scope="module")
+def jump(rig):
+    """Frame t's views show a textured blob 0.5 away from where frame t-1's splats are (5x its spread), plus a
+    frozen "static" cluster; the dynamic splats were then optimised with the default motion+opacity frame."""
+    from splatworks.synthetic.scenes import moving_objects
+
+    centre = torch.tensor(moving_objects(0, 0, 24)[1].center, dtype=torch.float32)
+    shift = torch.tensor([0.5, 0.0, 0.1])
+    static = _blob(centre + torch.tensor([-0.5, 0.2, 0.0]), 40, seed=1)
+    old = _blob(centre, 80, seed=2)
+    new = _blob(centre + shift, 80, seed=3)
+    views = seq.load_frame(rig, rig.frames[1], rig.train_camera_names, torch.device("cpu"))
+    truth = _cat(static, new)
+    bg = torch.zeros(3)
+    with torch.no_grad():
+        views.images = [seq.render_view(truth, views.viewmats[c], views.Ks[c], views.sizes[c], 0, bg, "torch")[0]
+                        for c in range(len(views.names))]
+    views.static = [torch.zeros_like(st) for st in views.static]           # everything may move: all pixels count
+    cfg = tiny()
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.clone()) for k, v in _cat(static, old).items()})
+    frozen = torch.zeros(120, dtype=torch.bool)
+    frozen[:40] = True
+    radius = rig.rig.camera_extent()[1]
+    seq.optimize_frame(params, views, cfg, iterations=300, radius=radius, lr_means=cfg.lr_means, background=bg,
+                       rng=np.random.default_rng(0), frozen=frozen, param_keys=seq.FRAME_PARAM_KEYS[cfg.frame_params])
+    cams = [rig.rig.camera(c) for c in rig.train_camera_names]
+    with torch.no_grad():   # the moving pixels: where the jumped blob shows
+        moving = [seq.render_view(new, views.viewmats[c], views.Ks[c], views.sizes[c], 0, bg, "torch")[0].abs()
+                  .amax(dim=-1) > 0.05 for c in range(len(views.names))]
+    return params, frozen, views, cams, cfg, radius, moving
+
+
+def _moving_error(params, views, moving) -> float:
+    """Mean absolute colour error over the pixels where the jumped blob shows (all views)."""
+    with torch.no_grad():
+        errs = [(seq.render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], 0, torch.zeros(3),
+                                 "torch")[0].clamp(0, 1) - views.images[c]).abs()[moving[c]]
+                for c in range(len(views.names))]
+    return float(torch.cat(errs).mean())
+
+
+def _clone(params) -> torch.nn.ParameterDict:
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach().clone()) for k, v in params.items()})
+
+
+def test_respawn_recycles_dead_rows_onto_the_jumped_object(jump):
+    params, frozen, views, cams, cfg, radius, moving = jump
+    base = _clone(params)
+    err_without = _moving_error(base, views, moving)
+    got = _clone(params)
+    cfg = seq.SequentialConfig(**{**cfg.__dict__, "respawn": True, "respawn_iterations": 150,
+                                                "respawn_max_opacity": 0.2})
+    stats = rsp.respawn_dead(got, frozen, views, cams, cfg, radius=radius, background=torch.zeros(3),
+                             rng=np.random.default_rng(0))
+    err_with = _moving_error(got, views, moving)
+    print("respawn", stats, "error without", err_without, "with", err_with)
+    assert stats.n_dead > 20 and stats.n_uncovered_px > 20 and stats.n_points > 0
+    assert stats.n_respawned == min(stats.n_dead, stats.n_points)
+    assert err_with < 0.7 * err_without                               # measured 0.080 -> 0.044
+    for k in got:
+        assert got[k].shape == base[k].shape                                # the Gaussian count is unchanged
+        assert torch.equal(got[k].detach()[frozen], base[k].detach()[frozen])  # static rows bit for bit
+    alive = torch.sigmoid(base["opacities"].detach()) >= cfg.respawn_max_opacity
+    for k in got:                                                           # live dynamic rows untouched too
+        assert torch.equal(got[k].detach()[alive], base[k].detach()[alive])
+
+
+def test_nothing_dead_changes_nothing(rig):
+    """Fresh opaque splats: no row is dead, so respawn returns at once and every parameter is bit-identical."""
+    from splatworks.synthetic.scenes import moving_objects
+
+    centre = torch.tensor(moving_objects(0, 0, 24)[1].center, dtype=torch.float32)
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in _blob(centre, 50, seed=5).items()})
+    before = {k: v.detach().clone() for k, v in params.items()}
+    views = seq.load_frame(rig, rig.frames[1], rig.train_camera_names, torch.device("cpu"))
+    cams = [rig.rig.camera(c) for c in rig.train_camera_names]
+    stats = rsp.respawn_dead(params, torch.zeros(50, dtype=torch.bool), views, cams, tiny(respawn=True),
+                             radius=rig.rig.camera_extent()[1], background=torch.zeros(3),
+                             rng=np.random.default_rng(0))
+    assert stats == rsp.RespawnStats()
+    for k in params:
+        assert torch.equal(params[k].detach(), before[k])
+
+
+@pytest.fixture(scope="module")
+def frame0(rig, tmp_path_factory):
+    out = tmp_path_factory.mktemp("f0")
+    seq.train_sequence(rig, out, tiny(max_frames=1))
+    return out
+
+
+def _frame1(rig, frame0, dest, **kw):
+    import shutil
+
+    shutil.copytree(frame0, dest)
+    lines = seq.train_sequence(rig, dest, tiny(**{"max_frames": 2, **kw}), resume=True)
+    assert [ln["frame"] for ln in lines] == [rig.frames[1]]
+    return lines[0], seq.load_frame_gaussians(dest, rig.frames[1], torch.device("cpu"))
+
+
+def test_train_sequence_reports_respawn_counts_and_keeps_the_count(rig, frame0, tmp_path):
+    """Through the trainer: off = no respawn keys; on with nothing dead (threshold 0) = bit-identical frame;
+    on with every dynamic row dead = counts in metrics.jsonl, same Gaussian count and static layer."""
+    line_off, (p_off, ids_off, frz_off) = _frame1(rig, frame0, tmp_path / "off")
+    assert not any(k.startswith("respawn_") for k in line_off)
+    line_0, (p_0, ids_0, _) = _frame1(rig, frame0, tmp_path / "none", respawn=True, respawn_max_opacity=0.0)
+    assert line_0["respawn_n_dead"] == 0 and line_0["respawn_n_respawned"] == 0
+    assert torch.equal(ids_0, ids_off)
+    for k in p_off:
+        assert torch.equal(p_0[k], p_off[k])
+    line_all, (p_all, ids_all, _) = _frame1(rig, frame0, tmp_path / "all", respawn=True, respawn_max_opacity=1.01,
+                                            respawn_residual=0.05, respawn_iterations=20)
+    saved = json.loads((tmp_path / "all" / seq.METRICS_FILE).read_text().splitlines()[-1])
+    print({k: v for k, v in saved.items() if k.startswith("respawn_")})
+    assert saved["respawn_n_dead"] == int((~frz_off).sum()) > 0
+    for key in ("respawn_n_uncovered_px", "respawn_n_points", "respawn_n_respawned"):
+        assert saved[key] == line_all[key] >= 0
+    assert saved["respawn_n_respawned"] <= saved["respawn_n_dead"]
+    assert torch.equal(ids_all, ids_off) and saved["n_gaussians"] == line_off["n_gaussians"]
+    for k in p_off:
+        assert torch.equal(p_all[k][frz_off], p_off[k][frz_off])
+
+
+def test_bad_respawn_settings_are_refused_before_training(rig, tmp_path):
+    from splatworks.errors import UserError
+
+    with pytest.raises(UserError, match="odd respawn_window"):
+        seq.train_sequence(rig, tmp_path / "bad", tiny(respawn=True, respawn_window=4))
+    assert not (tmp_path / "bad" / seq.METRICS_FILE).exists()
+
+
+def test_a_recycled_row_starts_the_next_frame_at_rest(rig, frame0, tmp_path, monkeypatch):
+    """The constant-velocity start of frame t+1 must not extrapolate a recycled row's jump at frame t as motion."""
+    import shutil
+
+    calls = []
+    real = seq.constant_velocity_start
+
+    def spy(last, before):
+        calls.append((last.clone(), before.clone()))
+        return real(last, before)
+
+    monkeypatch.setattr(seq, "constant_velocity_start", spy)
+    shutil.copytree(frame0, tmp_path / "run")
+    lines = seq.train_sequence(rig, tmp_path / "run", tiny(max_frames=3, respawn=True, respawn_max_opacity=1.01,
+                                                             respawn_residual=0.05, respawn_iterations=20),
+                               resume=True)
+    assert [ln["frame"] for ln in lines] == rig.frames[1:3] and lines[0]["respawn_n_respawned"] > 0
+    assert len(calls) == 2                               # the quats' and the centres' starts of frame 2
+    moved_at_rest = [torch.equal(last, before) for last, before in calls]
+    # every dynamic row was dead at frame 1 (threshold above 1) and this rig gives MVS enough points to recycle
+    # them all, so every row frame 2 starts from the constant-velocity rule must be at rest
+    assert lines[0]["respawn_n_respawned"] == lines[0]["respawn_n_dead"]
+    assert all(moved_at_rest)
