@@ -22,6 +22,7 @@ class Demo:
     steps: tuple[int, ...] = option((1, 2), "Checkpoint steps.")
     verbose: bool = option(False, "Say more.")
     inner: Inner = option(factory=Inner)
+    tuned: Inner = option(factory=lambda: Inner(rate=0.125))   # a nested config with other values than its class
 
 
 def parse(argv: list[str], presets=None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -55,3 +56,11 @@ def test_help_shows_preset_defaults_where_they_differ() -> None:
     assert "(preset fast: 10; otherwise 100)" in text
     assert "preset same" not in text  # equal to the plain default: not worth a mention
     assert "Which mode. (default: a)" in text
+
+
+def test_help_of_a_nested_config_shows_the_values_its_parent_builds() -> None:
+    parser, ns = parse([])
+    text = " ".join(parser.format_help().split())
+    assert "--inner.rate INNER__RATE A rate. (default: 0.5)" in text
+    assert "--tuned.rate TUNED__RATE A rate. (default: 0.125)" in text
+    assert from_args(Demo, ns).tuned.rate == 0.125

@@ -14,6 +14,7 @@ import torch
 from splatworks.dynamic import respawn as rsp
 from splatworks.dynamic import sequential as seq
 from splatworks.dynamic.dataset import DynamicDataset
+from splatworks.sfm.mvs import DenseConfig
 from tiny_rig import make_tiny_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: one torch thread per module
@@ -26,8 +27,8 @@ def rig(tmp_path_factory) -> DynamicDataset:
 
 def tiny(**kw) -> seq.SequentialConfig:
     base = dict(iterations_first_frame=100, iterations_per_frame=30, early_stop=False, converged_loss_ratio=0.0,
-                device="cpu", backend="torch", sh_degree=0, respawn_mvs_scale=1.0, respawn_window=5,
-                respawn_dilation=2)
+                device="cpu", backend="torch", sh_degree=0, respawn_dilation=2,
+                respawn_mvs=DenseConfig(num_depths=48, min_consistent=1, max_points=0, scale=1.0, window=5))
     return seq.preset("tiny", **{**base, **kw})
 
 
@@ -168,8 +169,8 @@ def test_train_sequence_reports_respawn_counts_and_keeps_the_count(rig, frame0, 
 def test_bad_respawn_settings_are_refused_before_training(rig, tmp_path):
     from splatworks.errors import UserError
 
-    with pytest.raises(UserError, match="odd respawn_window"):
-        seq.train_sequence(rig, tmp_path / "bad", tiny(respawn=True, respawn_window=4))
+    with pytest.raises(UserError, match="odd respawn_mvs.window"):
+        seq.train_sequence(rig, tmp_path / "bad", tiny(respawn=True, respawn_mvs=DenseConfig(window=4)))
     assert not (tmp_path / "bad" / seq.METRICS_FILE).exists()
 
 

@@ -60,21 +60,23 @@ def _preset_values(presets: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "",
-                  presets: dict[str, Any] | None = None) -> None:
+                  presets: dict[str, Any] | None = None, defaults: Any = None) -> None:
     """Add one option per field of dataclass ``cls`` (recursively for nested dataclasses).
 
     ``presets`` (name -> overrides dict or config instance) makes the help say where a preset differs from the
-    plain default, so ``--help`` never shows a default that the chosen preset replaces.
+    plain default, so ``--help`` never shows a default that the chosen preset replaces. ``defaults``: the instance
+    whose values the help shows (a nested config's parent may build it with other values than its class has).
     """
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
         tp, optional = _unwrap_optional(_field_type(cls, f))
+        default = getattr(defaults, f.name) if defaults is not None else (
+            f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None))  # type: ignore[misc]
         if dataclasses.is_dataclass(tp):
-            add_arguments(parser, tp, prefix=f"{prefix}{f.name}.")
+            add_arguments(parser, tp, prefix=f"{prefix}{f.name}.", defaults=default)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_text = f.metadata.get("help", "")
         shown = f"default: {default}"
         differing = {k: v for k, v in _preset_values(presets, f.name).items() if v != default}

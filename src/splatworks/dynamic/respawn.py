@@ -79,10 +79,9 @@ def mvs_points(views: FrameViews, cameras: list[Camera], uncovered: list[torch.T
     The sweep runs only on the (dilated) dynamic pixels of frame t's training views; a fused point is kept when it
     projects onto an uncovered pixel of at least one view.
     """
-    from splatworks.sfm.mvs import DenseConfig, consistent_points, depth_maps
+    from splatworks.sfm.mvs import consistent_points, depth_maps
 
-    dense = DenseConfig(num_depths=cfg.respawn_num_depths, scale=cfg.respawn_mvs_scale, max_points=0,
-                        min_consistent=cfg.respawn_min_consistent, window=cfg.respawn_window)
+    dense = cfg.respawn_mvs
     images = [im.detach().cpu().numpy() for im in views.images]
     use = [_dilate(~st, cfg.respawn_dilation).cpu().numpy() for st in views.static]
     depth, _ = depth_maps(images, cameras, dense, views.images[0].device, masks=use, points=points_hint)

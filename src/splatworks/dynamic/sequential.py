@@ -60,6 +60,7 @@ from splatworks.dynamic.motion import RigidityPrior, constant_velocity_start
 from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.scene.pixels import project_to_pixels
+from splatworks.sfm.mvs import DenseConfig
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +184,9 @@ class SequentialConfig:
     respawn_iterations: int = option(200, "Respawn: iterations fitting the recycled Gaussians (all their "
                                      "parameters, everything else held) on the frame's views.")
     respawn_min_pixels: int = option(16, "Respawn: skip the step when fewer uncovered pixels than this (all views).")
-    respawn_num_depths: int = option(48, "Respawn: plane-sweep MVS depth planes on the moving pixels.")
-    respawn_mvs_scale: float = option(0.5, "Respawn: MVS works at this fraction of the image size.")
-    respawn_window: int = option(7, "Respawn: MVS NCC window side in working pixels (odd).")
-    respawn_min_consistent: int = option(1, "Respawn: other views that must agree on an MVS point.")
+    respawn_mvs: DenseConfig = option(factory=lambda: DenseConfig(num_depths=48, min_consistent=1, max_points=0),
+                                      help="Respawn: plane-sweep MVS on the moving pixels (fewer depth planes and "
+                                      "one agreeing view: a few hundred points are enough, and fast)")
     respawn_dilation: int = option(4, "Respawn: pixels by which dynamic mask regions grow for MVS.")
     backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
                           choices=("auto", "gsplat", "torch"))
@@ -722,10 +722,10 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
         raise UserError("views_per_step must be at least 1 (training views per optimizer step)")
     if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
         raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
-    if cfg.respawn and (cfg.respawn_window < 3 or cfg.respawn_window % 2 == 0 or cfg.respawn_iterations < 0
-                        or not 0.0 < cfg.respawn_mvs_scale <= 1.0):
-        raise UserError("respawn needs an odd respawn_window >= 3, respawn_iterations >= 0 and 0 < respawn_mvs_scale "
-                        "<= 1; fix those settings")
+    if cfg.respawn and (cfg.respawn_mvs.window < 3 or cfg.respawn_mvs.window % 2 == 0 or cfg.respawn_iterations < 0
+                        or not 0.0 < cfg.respawn_mvs.scale <= 1.0):
+        raise UserError("respawn needs an odd respawn_mvs.window >= 3, respawn_iterations >= 0 and "
+                        "0 < respawn_mvs.scale <= 1; fix those settings")
     if cfg.depth == "distill" and not cfg.depth_file:
         raise UserError("--depth distill needs --depth-file all_depth.npy (from `splatworks depth export`)")
 
