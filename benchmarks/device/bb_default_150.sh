@@ -1,5 +1,5 @@
 # Issue 7 acceptance run: all 150 basketball frames with the default settings, ALONE on the GPU (clean per-frame
-# times), then the 4D export's sizes (SWD2) counted from the training folder, then the GPU tests.
+# times), then the 4D export's sizes (SWD3, with SWD2/SWD1 for comparison) counted from the training folder, then the GPU tests.
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_default_150.sh; bash benchmarks/device/bb_bg.sh poll 560
 source benchmarks/device/lib_bb.sh; bb_setup
 F=150 bb_run d 1500 > /tmp/v_d.out 2>&1
