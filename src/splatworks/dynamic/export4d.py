@@ -260,13 +260,12 @@ class Delta:
 
 def swd3_size(full: int, motion: int, motion_rgba: int) -> int:
     """Bytes of a SWD3 delta with ``full`` full, ``motion`` motion and ``motion_rgba`` motion+rgba records."""
-    return (SWD3_HEADER.size + full * (4 + RECORD_BYTES) + motion * (4 + MOTION_BYTES)
-            + motion_rgba * (4 + MOTION_RGBA_BYTES))
+    return _format_size(FORMATS[DELTA_MAGIC], (full, motion, motion_rgba))
 
 
 def swd2_size(full: int, motion: int) -> int:
     """Bytes of a SWD2 delta with ``full`` full records and ``motion`` motion records."""
-    return SWD2_HEADER.size + full * (4 + RECORD_BYTES) + motion * (4 + MOTION_BYTES)
+    return _format_size(FORMATS[SWD2_MAGIC], (full, motion))
 
 
 def _format_size(f: DeltaFormat, counts: tuple[int, ...]) -> int:
