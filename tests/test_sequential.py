@@ -567,14 +567,135 @@ def test_random_fallback_fills_a_ball_reaching_past_the_cameras(rig):
 def test_first_frame_recipe_is_the_static_fast_preset_scaled():
     from splatworks.splat.trainer import PRESETS
 
-    tc = seq.first_frame_train_config(seq.SequentialConfig(), torch.device("cpu"), None)
+    tc = seq.first_frame_train_config(seq.SequentialConfig(), torch.device("cpu"), None, radius=2.0)
     fast = PRESETS["fast"]
     assert (tc.strategy, tc.iterations, tc.refine_stop, tc.sh_degree_interval) == \
         ("mcmc", 7000, fast["refine_stop"], fast["sh_degree_interval"])
     assert (tc.cap_max, tc.init_opacity, tc.opacity_reg, tc.hold_out_every, tc.background) == \
         (200_000, fast["init_opacity"], fast["opacity_reg"], 0, None)
     short = seq.first_frame_train_config(seq.SequentialConfig(iterations_first_frame=1000, first_frame_cap_max=5000),
-                                         torch.device("cpu"), (1.0, 1.0, 1.0))
+                                         torch.device("cpu"), (1.0, 1.0, 1.0), radius=2.0)
     assert (short.refine_stop, short.refine_start, short.cap_max, short.background) == (786, 100, 5000, (1.0, 1.0, 1.0))
-    adc = seq.first_frame_train_config(seq.SequentialConfig(first_frame_recipe="adc"), torch.device("cpu"), None)
+    adc = seq.first_frame_train_config(seq.SequentialConfig(first_frame_recipe="adc"), torch.device("cpu"), None,
+                                       radius=2.0)
     assert adc.strategy == "default" and adc.refine_stop == 3500
+    # near_plane: 0 = the rasterizer's default (scene units); otherwise scene radii -> scene units, both recipes.
+    assert tc.near_plane == adc.near_plane == 0.01
+    for recipe in ("mcmc", "adc"):
+        near = seq.first_frame_train_config(seq.SequentialConfig(first_frame_recipe=recipe, near_plane=0.1),
+                                            torch.device("cpu"), None, radius=2.0)
+        assert near.near_plane == pytest.approx(0.2)
+
+
+# ---- the near clipping plane: one value, in scene radii, for training, evaluation and videos ----------------------
+NEAR = 0.05  # scene radii
+NEAR_RUN = dict(near_plane=NEAR, max_frames=2, iterations_first_frame=30, iterations_per_frame=10,
+                converged_loss_ratio=1.1)  # the 'already converged?' test renders too
+NEAR_CALLS: list[float | None] = []  # near_plane of every rasterizer call while run_near trained
+
+
+@pytest.fixture(scope="module")
+def run_near(rig, tmp_path_factory) -> Path:
+    from splatworks.splat import render as render_mod
+
+    out = tmp_path_factory.mktemp("near")
+    real = render_mod.render
+
+    def spy(*args, **kwargs):
+        NEAR_CALLS.append(kwargs.get("near_plane"))
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:  # sequential.py imports render at each call: the spy sees them all
+        mp.setattr(render_mod, "render", spy)
+        seq.train_sequence(rig, out, tiny(**NEAR_RUN))
+    return out
+
+
+def _plant_in_front(train_dir: Path, cam, z: float) -> None:
+    """Add to the static layer an opaque white Gaussian on ``cam``'s optical axis at camera-space z = ``z`` (scene
+    units), world = R^T (p_cam - t) with ``cam.world_to_camera`` = [R | t] (OpenCV axes)."""
+    static = torch.load(train_dir / seq.STATIC_FILE)
+    w2c = torch.tensor(cam.world_to_camera, dtype=torch.float32)
+    world = w2c[:3, :3].T @ (torch.tensor([0.0, 0.0, z]) - w2c[:3, 3])
+    row = {"ids": static["ids"].max()[None] + 1, "means": world[None],
+           "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]), "scales": torch.full((1, 3), float(np.log(0.3 * z))),
+           "opacities": torch.tensor([8.0]), "sh0": torch.full((1, 1, 3), 1.7),
+           "shN": torch.zeros_like(static["shN"][:1])}
+    torch.save({k: torch.cat([static[k], row[k].to(static[k].dtype)]) for k in static}, train_dir / seq.STATIC_FILE)
+
+
+@pytest.fixture(scope="module")
+def planted_near(rig, run_near, tmp_path_factory) -> Path:
+    """run_near with a splat planted in front of the held-out camera, between the default near plane (0.01) and
+    the run's (0.05 R): what the held-out fog hypothesis says the fog is."""
+    from splatworks.dynamic.render import SequenceReader
+
+    out = tmp_path_factory.mktemp("planted") / "run"
+    shutil.copytree(run_near, out)
+    near = SequenceReader(run_near).near_plane
+    assert 0.01 < 0.5 * near, "the planted splat must lie between the default and the run's near plane"
+    _plant_in_front(out, rig.rig.camera(rig.test_cameras[0]), 0.5 * near)
+    return out
+
+
+@torch.no_grad()
+def test_near_plane_reaches_training_evaluation_and_videos(rig, run_near, planted_near):
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+    from splatworks.dynamic.render import SequenceReader, render_frames
+
+    assert seq.load_config(run_near) == tiny(**NEAR_RUN)                # the stored config round-trips
+    reader = SequenceReader(run_near)
+    radius = rig.rig.camera_extent()[1]
+    assert reader.scene_radius == pytest.approx(radius) and reader.near_plane == pytest.approx(NEAR * radius)
+    # Training (frame 0, later frames, the converged test, the held-out evaluation) rendered with it every time.
+    assert len(NEAR_CALLS) > 40 and NEAR_CALLS == pytest.approx([NEAR * radius] * len(NEAR_CALLS))
+    ev = evaluate_sequence(run_near, rig, device="cpu")
+    assert ev["psnr"] == pytest.approx([l["psnr"] for l in seq.read_metrics(run_near)], abs=1e-3)
+
+    held, frames = rig.rig.camera(rig.test_cameras[0]), reader.frames
+    centre = (0, held.height // 2, held.width // 2, 0)
+    drawn = SequenceReader(planted_near).render(frames[0], held, near_plane=0.01)  # the default draws the plant
+    assert drawn.alphas[centre] > 0.9
+    # `dynamic render` / `dynamic eval` (render_frames) read the training's near plane: the plant is culled.
+    before = np.stack(list(render_frames(run_near, held, frames, device="cpu")))
+    after = np.stack(list(render_frames(planted_near, held, frames, device="cpu")))
+    assert np.array_equal(after, before)
+    assert evaluate_sequence(planted_near, rig, device="cpu")["psnr"] == ev["psnr"]
+
+
+def _basketball_bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dynamic_basketball.py"
+    spec = importlib.util.spec_from_file_location("dynamic_basketball", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_basketball_near_plane_probe_sees_a_splat_in_front_of_the_held_out_camera(rig, run_near, planted_near):
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+
+    bench = _basketball_bench()
+    probe = bench.near_plane_probe(planted_near, rig)
+    rows = probe["rows"]
+    assert (probe["camera"], probe["frame"], len(rows)) == (rig.test_cameras[0], rig.frames[0], 5)
+    assert rows[0]["near_plane"] == 0.01 and rows[0]["alpha_changed_fraction"] == 0.0
+    assert rows[1]["near_plane"] == pytest.approx(probe["trained_near_plane"])   # 0.05 R: what training used
+    assert rows[1]["psnr"] == pytest.approx(evaluate_sequence(run_near, rig, device="cpu")["psnr"][0], abs=1e-3)
+    assert all(r["alpha_changed_fraction"] > 0.01 and r["psnr"] > rows[0]["psnr"] for r in rows[1:])
+    assert "0.05 R" in bench.probe_line(probe)
+
+
+def test_near_plane_option_on_the_command_line_and_checked(rig, tmp_path, capsys):
+    from splatworks.cli import main
+    from splatworks.errors import UserError
+
+    assert main(["dynamic", "train", str(rig.root), "-o", str(tmp_path / "x"), "--print-config",
+                 "--near-plane", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["near_plane"] == 0.2
+    with pytest.raises(UserError, match="near_plane"):
+        seq.train_sequence(rig, tmp_path / "bad", tiny(near_plane=-1.0, max_frames=1))
+    assert seq.near_plane_units(0.0, None) == 0.01 and seq.near_plane_units(0.1, 3.0) == pytest.approx(0.3)
+    with pytest.raises(UserError, match="scene radius"):
+        seq.near_plane_units(0.1, None)

@@ -125,6 +125,27 @@ def test_extra_loss_hook_steers_training(tiny_scene: Scene, tmp_path: Path) -> N
     assert op(hooked) < op(plain) - 0.02
 
 
+def test_near_plane_reaches_every_render(tiny_scene: Scene, tmp_path: Path, monkeypatch) -> None:
+    """TrainConfig.near_plane is what the training steps and the held-out evaluation render with (and is saved)."""
+    from splatworks.errors import UserError
+    from splatworks.splat import trainer
+
+    seen: list[tuple[int, float | None]] = []
+    real = trainer.render
+
+    def spy(params, viewmats, *args, **kwargs):
+        seen.append((viewmats.shape[0], kwargs.get("near_plane")))
+        return real(params, viewmats, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "render", spy)
+    res = train(tiny_scene, tmp_path, tiny_config(iterations=3, checkpoint_steps=(), near_plane=0.2))
+    assert len(seen) == 3 + res.metrics["test"]["num_views"] > 3      # 3 steps, then each held-out view
+    assert {z for _, z in seen} == {0.2}
+    assert trainer.load_config(tmp_path / "config.json").near_plane == 0.2
+    with pytest.raises(UserError, match="near_plane"):
+        train(tiny_scene, tmp_path / "zero", tiny_config(iterations=1, checkpoint_steps=(), near_plane=0.0))
+
+
 def test_out_of_memory_says_what_to_lower(tiny_scene: Scene, tmp_path: Path, monkeypatch) -> None:
     from splatworks.errors import UserError
     from splatworks.splat import trainer

@@ -60,18 +60,21 @@ def _init_first_frame(dataset: DynamicDataset, frame: int, cfg: SequentialConfig
                            num_random=cfg.num_random_points, seed=cfg.seed, device=device)
 
 
-def first_frame_train_config(cfg: SequentialConfig, device: torch.device, background: tuple[float, ...] | None
-                             ) -> Any:
+def first_frame_train_config(cfg: SequentialConfig, device: torch.device, background: tuple[float, ...] | None,
+                             *, radius: float) -> Any:
     """The static trainer's config for frame 0: its 'fast' preset (3DGS-MCMC, budget ``first_frame_cap_max``)
     scaled to ``iterations_first_frame`` as that preset is to 7k iterations (refine_stop 0.79 n, SH raised every
     n / 14), or 3DGS adaptive density control (recipe 'adc'). Every view trains: held-out ones stay held out by
-    the scene's test names, so ``hold_out_every`` is 0."""
+    the scene's test names, so ``hold_out_every`` is 0. ``radius``: the scene radius (scene units) that turns
+    ``cfg.near_plane`` (scene radii) into the trainer's ``near_plane`` (scene units), as for the later frames."""
+    from splatworks.dynamic.sequential import near_plane_units
     from splatworks.splat.trainer import PRESETS as TRAIN_PRESETS, TrainConfig, preset as train_preset
 
     n = cfg.iterations_first_frame
     common = dict(iterations=n, checkpoint_steps=(n,), sh_degree=cfg.sh_degree, hold_out_every=0,
                   init_num_random=cfg.num_random_points, device=str(device), backend=cfg.backend, seed=cfg.seed,
-                  eval_lpips=False, save_splat=False, background=background)
+                  eval_lpips=False, save_splat=False, background=background,
+                  near_plane=near_plane_units(cfg.near_plane, radius))
     if cfg.first_frame_recipe == "adc":
         return TrainConfig(**common, sh_degree_interval=max(1, min(1000, n // 8)), refine_start=min(500, n // 10),
                            refine_stop=max(1, n // 2), reset_every=3000 if n > 6000 else 0)
@@ -118,11 +121,13 @@ class _DistillForTrainer:
 
 def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path, cfg: SequentialConfig,
                              device: torch.device, progress: ProgressFn | None,
-                             extra: list[Any] | None = None, resume: bool = True) -> torch.nn.ParameterDict | None:
+                             extra: list[Any] | None = None, resume: bool = True, *,
+                             radius: float) -> torch.nn.ParameterDict | None:
     """Frame 0 with the static trainer (3DGS densification); None when splat.trainer is not installed.
 
     The whole frame is trained (masks are not passed: the moving people belong to frame 0 too); held-out cameras
     stay held out. The trainer's own output (checkpoint, metrics.json) lands in ``OUT/frame0_static``.
+    ``radius``: the scene radius the sequential trainer uses (for ``cfg.near_plane``).
     """
     try:
         from splatworks.splat import io as sio
@@ -131,7 +136,8 @@ def _train_first_frame_splat(dataset: DynamicDataset, frame: int, out_dir: Path,
     except ImportError:
         return None
     scene = first_frame_scene(dataset, frame, cfg)
-    tc = first_frame_train_config(cfg, device, tuple(dataset.rig.background) if dataset.rig.background else None)
+    tc = first_frame_train_config(cfg, device, tuple(dataset.rig.background) if dataset.rig.background else None,
+                                  radius=radius)
     carve = free_space_loss(dataset, cfg, [c.name for c in scene.train_cameras], device)
     if carve is not None:
         extra = [*(extra or []), carve]

@@ -2,8 +2,10 @@
 
 The camera never moves and the static layer never changes, so background pixels come out identical from frame
 to frame (no jitter). For a camera with ground-truth frames (training or held-out), ``side_by_side`` puts the
-rendering on the left and the ground truth on the right. Videos are H.264 mp4 written with PyAV (yuv420p, so
-browsers play them; odd sizes are padded by one pixel).
+rendering on the left and the ground truth on the right. Every render here uses the training's background, SH
+degree and near clipping plane (``SequentialConfig.near_plane``, in scene radii, times the scene radius recorded
+in ``source.json``), so what is scored and shown is what training optimised. Videos are H.264 mp4 written with
+PyAV (yuv420p, so browsers play them; odd sizes are padded by one pixel).
 
 Shapes: H x W pixels; frames are (H, W, 3) float32 in [0, 1] until encoded.
 """
@@ -13,13 +15,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from splatworks.errors import UserError
 from splatworks.scene.camera import Camera
+
+if TYPE_CHECKING:
+    from splatworks.splat.render import RenderOutput
 
 SOURCE_FILE = "source.json"
 
@@ -45,6 +50,35 @@ class SequenceReader:
     def background(self) -> torch.Tensor:
         return torch.tensor(self.source.get("background", [0.0, 0.0, 0.0]), dtype=torch.float32,
                             device=self.device)
+
+    @property
+    def scene_radius(self) -> float | None:
+        """The scene radius training used (scene units; 3DGS's camera extent of the rig), as source.json records
+        it; None when the folder has no source.json."""
+        r = self.source.get("scene_radius")
+        return float(r) if r is not None else None
+
+    @property
+    def near_plane(self) -> float:
+        """The near clipping plane training rendered with: camera-space z in scene units (``near_plane_units`` of
+        the config's ``near_plane``, in scene radii, and the recorded scene radius)."""
+        from splatworks.dynamic import sequential as seq
+
+        return seq.near_plane_units(self.config.near_plane, self.scene_radius)
+
+    @torch.no_grad()
+    def render(self, frame: int, cam: Camera, backend: str | None = None,
+               near_plane: float | None = None) -> RenderOutput:
+        """``frame`` seen by ``cam`` (its world_to_camera, OpenCV axes, and K) as training rendered it (background,
+        SH degree, near plane); ``near_plane`` (scene units) and ``backend`` override the training's. Returns the
+        rasterizer's output for C = 1 view: colours (1, H, W, 3), not clamped, and alphas (1, H, W, 1)."""
+        from splatworks.dynamic.sequential import render_view_output
+
+        viewmat = torch.tensor(cam.world_to_camera, dtype=torch.float32, device=self.device)
+        K = torch.tensor(cam.K, dtype=torch.float32, device=self.device)
+        return render_view_output(self.gaussians(frame), viewmat, K, (cam.width, cam.height), self.config.sh_degree,
+                                  self.background, backend or self.config.backend,
+                                  near_plane=self.near_plane if near_plane is None else near_plane)
 
     def gaussians(self, frame: int) -> dict[str, torch.Tensor]:
         """Raw parameters (see splat/gaussians.py) of ``frame``: the static layer plus the frame's own rows."""
@@ -87,16 +121,13 @@ def camera_with_pose(base: Camera, world_to_camera: np.ndarray) -> Camera:
 @torch.no_grad()
 def render_frames(train_dir: str | Path, cam: Camera, frames: Iterable[int], device: str = "auto",
                   backend: str | None = None) -> Iterator[np.ndarray]:
-    """Yield (H, W, 3) float32 renderings in [0, 1] of ``cam`` for each of ``frames``."""
-    from splatworks.dynamic.sequential import render_view, resolve_device
+    """Yield (H, W, 3) float32 renderings in [0, 1] of ``cam`` for each of ``frames`` (``SequenceReader.render``:
+    the training's background, SH degree and near plane)."""
+    from splatworks.dynamic.sequential import resolve_device
 
     reader = SequenceReader(train_dir, resolve_device(device))
-    viewmat = torch.tensor(cam.world_to_camera, dtype=torch.float32, device=reader.device)
-    K = torch.tensor(cam.K, dtype=torch.float32, device=reader.device)
     for f in frames:
-        rgb, _ = render_view(reader.gaussians(f), viewmat, K, (cam.width, cam.height), reader.config.sh_degree,
-                             reader.background, backend or reader.config.backend)
-        yield rgb.clamp(0, 1).cpu().numpy()
+        yield reader.render(f, cam, backend).colors[0].clamp(0, 1).cpu().numpy()
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:

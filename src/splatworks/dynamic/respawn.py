@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from splatworks.dynamic.sequence_io import FrameViews
-from splatworks.dynamic.sequential import SequentialConfig, optimize_frame, project_centres, render_view
+from splatworks.dynamic.sequential import (SequentialConfig, near_plane_units, optimize_frame, project_centres,
+                                           render_view)
 from splatworks.scene.camera import Camera
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,13 @@ def dead_rows(params: dict[str, torch.Tensor], frozen: torch.Tensor, max_opacity
 
 @torch.no_grad()
 def uncovered_pixels(params: dict[str, torch.Tensor], views: FrameViews, sh_degree: int, background: torch.Tensor,
-                     backend: str, threshold: float) -> list[torch.Tensor]:
-    """Per view (H, W) bool: dynamic pixels whose rendered colour is off by more than ``threshold`` (RGB mean)."""
+                     backend: str, threshold: float, *, near_plane: float) -> list[torch.Tensor]:
+    """Per view (H, W) bool: dynamic pixels whose rendered colour is off by more than ``threshold`` (RGB mean),
+    rendered with the training's near plane ``near_plane`` (scene units)."""
     out = []
     for c in range(len(views.names)):
-        rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], sh_degree, background, backend)
+        rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], sh_degree, background, backend,
+                             near_plane=near_plane)
         residual = (rgb.clamp(0, 1) - views.images[c]).abs().mean(dim=-1)
         out.append(~views.static[c] & (residual > threshold))
     return out
@@ -133,7 +136,8 @@ def respawn_dead(params: torch.nn.ParameterDict, frozen: torch.Tensor, views: Fr
     stats.n_dead = len(dead)
     if stats.n_dead == 0:
         return stats
-    uncovered = uncovered_pixels(params, views, cfg.sh_degree, background, cfg.backend, cfg.respawn_residual)
+    uncovered = uncovered_pixels(params, views, cfg.sh_degree, background, cfg.backend, cfg.respawn_residual,
+                                 near_plane=near_plane_units(cfg.near_plane, radius))
     stats.n_uncovered_px = int(sum(int(u.sum()) for u in uncovered))
     if stats.n_uncovered_px < cfg.respawn_min_pixels:
         return stats

@@ -11,6 +11,9 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
 - **Adaptive pruning** after each frame: Gaussians with a scale above ``prune_max_scale * R`` or a centre farther
   than ``prune_max_distance * R`` from the scene centre are removed (R: the scene radius, 3DGS's camera extent).
 - **Gradient clipping** to ``grad_clip_norm`` (global norm over all parameters).
+- **Near plane** (``near_plane``, in scene radii; 0 = the rasterizer's 0.01 scene units): Gaussians whose centre is
+  nearer to a camera are culled in every render of the model (frame 0's trainer, later frames, evaluation,
+  ``dynamic render`` / ``eval``: one conversion, ``near_plane_units``, with the radius recorded in source.json).
 - **Motion** (frames t > 0, ``frame_params``): centres, rotations and opacities change (colour and size are
   frame 0's: a splat cannot grow into a streak or be repainted, but one that lost its object can fade out), from a
   constant-velocity start; the local-rigidity and rotation-similarity priors of Dynamic 3D Gaussians are options
@@ -61,6 +64,7 @@ from splatworks.errors import UserError
 from splatworks.progress import ProgressFn, emit
 from splatworks.scene.pixels import project_to_pixels
 from splatworks.sfm.mvs import DenseConfig
+from splatworks.splat.render import DEFAULT_NEAR_PLANE, RenderOutput
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,14 @@ class SequentialConfig:
                                     "scene radii.")
     prune_max_distance: float = option(20.0, "After each frame, drop Gaussians farther than this many scene radii "
                                        "from the scene centre.")
+    near_plane: float = option(0.0, "Near clipping plane in scene radii (0 = the rasterizer's default, 0.01 scene "
+                               "units): a Gaussian whose centre is nearer to a camera (camera-space z) is not "
+                               "drawn in it, in frame 0's and later frames' training, their evaluation, `dynamic "
+                               "render` and `dynamic eval` alike. Why: nothing real is nearer to a mounted camera "
+                               "than the nearest scene point it sees, and splats just in front of the held-out "
+                               "camera (e.g. the dome wall it hangs on, reconstructed slightly inside) are grey fog "
+                               "that no training view can tell from the wall behind (hypothesis for the basketball "
+                               "held-out fog; not yet measured on the GPU).")
     grad_clip_norm: float = option(1.0, "Clip gradients to this L2 norm (0 = off); see grad_clip_mode.")
     grad_clip_mode: str = option("global", "'global': all gradients together by one factor; 'gaussian': each "
                                  "Gaussian's gradient on its own (one exploding splat cannot shrink the others' "
@@ -211,6 +223,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def near_plane_units(near_plane: float, radius: float | None) -> float:
+    """``SequentialConfig.near_plane`` (scene radii; 0 = the rasterizer's default) as the camera-space z, in scene
+    units, that every render of the sequential model uses; ``radius``: the scene radius R (3DGS's camera extent of
+    the rig, ``source.json``'s ``scene_radius``), only needed when ``near_plane`` > 0."""
+    if near_plane <= 0:
+        return DEFAULT_NEAR_PLANE
+    if radius is None:
+        raise UserError(f"near_plane {near_plane} is in scene radii but the scene radius is unknown (no "
+                        "scene_radius in the training folder's source.json); retrain or set near_plane 0")
+    return near_plane * radius
+
+
 def preset(name: str, **overrides: Any) -> SequentialConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -293,14 +317,25 @@ def select_rows(params: torch.nn.ParameterDict, keep: torch.Tensor) -> torch.nn.
     return torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach()[keep].contiguous()) for k, v in params.items()})
 
 
-def render_view(params: dict[str, torch.Tensor], viewmat: torch.Tensor, K: torch.Tensor, size: tuple[int, int],
-                sh_degree: int, background: torch.Tensor, backend: str, with_depth: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Render one view: (H, W, 3) colours and, with ``with_depth``, (H, W) expected camera-z depth."""
+def render_view_output(params: dict[str, torch.Tensor], viewmat: torch.Tensor, K: torch.Tensor,
+                       size: tuple[int, int], sh_degree: int, background: torch.Tensor, backend: str,
+                       mode: str = "RGB", near_plane: float = DEFAULT_NEAR_PLANE) -> RenderOutput:
+    """Render one view and return the rasterizer's whole ``RenderOutput`` (C = 1: colours (1, H, W, 3), alphas
+    (1, H, W, 1), ...). viewmat: (4, 4) world-to-camera, OpenCV axes; K: (3, 3) pixels; size: (width, height);
+    near_plane: camera-space z in scene units (``near_plane_units``)."""
     from splatworks.splat.render import render
 
-    out = render(params, viewmat[None], K[None], size[0], size[1], sh_degree=sh_degree, background=background,
-                 mode="RGB+D" if with_depth else "RGB", backend=backend)
+    return render(params, viewmat[None], K[None], size[0], size[1], sh_degree=sh_degree, background=background,
+                  mode=mode, backend=backend, near_plane=near_plane)  # type: ignore[arg-type]
+
+
+def render_view(params: dict[str, torch.Tensor], viewmat: torch.Tensor, K: torch.Tensor, size: tuple[int, int],
+                sh_degree: int, background: torch.Tensor, backend: str, with_depth: bool = False,
+                near_plane: float = DEFAULT_NEAR_PLANE) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Render one view: (H, W, 3) colours and, with ``with_depth``, (H, W) expected camera-z depth
+    (``near_plane``: camera-space z in scene units, see ``near_plane_units``)."""
+    out = render_view_output(params, viewmat, K, size, sh_degree, background, backend,
+                             "RGB+D" if with_depth else "RGB", near_plane)
     depth = out.depths[0, ..., 0] if with_depth and out.depths is not None else None
     return out.colors[0], depth
 
@@ -488,6 +523,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
     from splatworks.splat.render import render
 
     stats = FrameStats()
+    near_plane = near_plane_units(cfg.near_plane, radius)
     if frozen is not None and bool(frozen.any()):
         train_rows = torch.nonzero(~frozen).flatten()
         constant = {k: v.detach()[frozen] for k, v in params.items()}
@@ -533,7 +569,7 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
         parts = [crop_view(views, c, w) for c, w in zip(picked, wins)]
         out = render(scene, views.viewmats[picked], torch.stack([p[0] for p in parts]), wins[0].size[0],
                      wins[0].size[1], sh_degree=cfg.sh_degree, background=background,
-                     mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend)
+                     mode="RGB+D" if distill is not None else "RGB", backend=cfg.backend, near_plane=near_plane)
         rgb, target = out.colors, torch.stack([p[2] for p in parts])
         depths = out.depths[..., 0] if out.depths is not None else [None] * batch
         per_view = [(c, p[0], p[3], d, w) for c, p, d, w in zip(picked, parts, depths, wins)]
@@ -586,14 +622,15 @@ def optimize_frame(params: torch.nn.ParameterDict, views: FrameViews, cfg: Seque
 
 @torch.no_grad()
 def frame_loss(params: dict[str, torch.Tensor], views: FrameViews, cfg: SequentialConfig,
-               background: torch.Tensor) -> float:
-    """Mean photometric loss over all training views of a frame (the 'already converged?' test)."""
+               background: torch.Tensor, *, near_plane: float) -> float:
+    """Mean photometric loss over all training views of a frame (the 'already converged?' test); ``near_plane``
+    in scene units (``near_plane_units``)."""
     from splatworks.splat.metrics import photometric_loss
 
     losses = []
     for c in range(len(views.names)):
         rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
-                             cfg.backend)
+                             cfg.backend, near_plane=near_plane)
         losses.append(float(photometric_loss(rgb, views.images[c], cfg.ssim_lambda)))
     return float(np.mean(losses))
 
@@ -657,8 +694,9 @@ def frozen_rows_by_vote(means: torch.Tensor, views: FrameViews, dataset: Dynamic
 # ---- evaluation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, frame: int, cameras: list[str],
-                   cfg: SequentialConfig, background: torch.Tensor) -> dict[str, float]:
-    """PSNR / SSIM (all pixels) and PSNR on static pixels, averaged over ``cameras`` (the held-out ones)."""
+                   cfg: SequentialConfig, background: torch.Tensor, *, near_plane: float) -> dict[str, float]:
+    """PSNR / SSIM (all pixels) and PSNR on static pixels, averaged over ``cameras`` (the held-out ones);
+    ``near_plane`` in scene units (``near_plane_units``), the one training used."""
     from splatworks.splat.metrics import mse_to_psnr, psnr, ssim
 
     if not cameras:
@@ -668,7 +706,7 @@ def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, fra
     ps, ss, pst = [], [], []
     for c in range(len(cameras)):
         rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
-                             cfg.backend)
+                             cfg.backend, near_plane=near_plane)
         rgb = rgb.clamp(0, 1)
         ps.append(float(psnr(rgb, views.images[c])))
         ss.append(float(ssim(rgb, views.images[c])))
@@ -722,6 +760,8 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
             raise UserError(f"{name} must be at least 1")
     if cfg.views_per_step < 1:
         raise UserError("views_per_step must be at least 1 (training views per optimizer step)")
+    if cfg.near_plane < 0:
+        raise UserError("near_plane is in scene radii; use 0 (the rasterizer's default) or a value > 0")
     if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
         raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
     if cfg.respawn and (cfg.respawn_mvs.window < 3 or cfg.respawn_mvs.window % 2 == 0 or cfg.respawn_iterations < 0
@@ -786,6 +826,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
     cams, test = dataset.train_camera_names, list(dataset.test_cameras)
     centre_np, radius = dataset.rig.camera_extent()
     centre = torch.tensor(centre_np, dtype=torch.float32, device=device)
+    near_plane = near_plane_units(cfg.near_plane, radius)  # every render below; `dynamic render` reads it back
     background = torch.tensor(dataset.rig.background or (0.0, 0.0, 0.0), dtype=torch.float32, device=device)
     distill = _load_distillation(cfg, dataset, cams, device)
     rng = np.random.default_rng(cfg.seed)
@@ -813,7 +854,8 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             params = None
             if cfg.first_frame_trainer in ("auto", "splat"):
                 extra = [_DistillForTrainer(distill, views.static)] if distill is not None else None
-                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress, extra, resume)
+                params = _train_first_frame_splat(dataset, frame, out, cfg, device, progress, extra, resume,
+                                                  radius=radius)
                 if params is None and cfg.first_frame_trainer == "splat":
                     raise UserError("first_frame_trainer 'splat' needs splatworks.splat.trainer; use 'plain'")
             if params is None:
@@ -859,7 +901,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                         chain.params[k][rows] = constant_velocity_start(last[k][rows], chain.before[k][rows])
             iterations = cfg.iterations_per_frame
             if cfg.converged_loss_ratio > 0 and math.isfinite(chain.last_loss):
-                start = frame_loss(chain.params, views, cfg, background)
+                start = frame_loss(chain.params, views, cfg, background, near_plane=near_plane)
                 line["loss_initial"] = start
                 if start <= cfg.converged_loss_ratio * chain.last_loss:
                     iterations = min(iterations, cfg.iterations_converged)
@@ -885,7 +927,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             pr.keep |= chain.frozen  # the static layer is written once; it never changes after frame 0
             chain.keep(pr.keep)
         if cfg.converged_loss_ratio > 0:
-            chain.last_loss = frame_loss(chain.params, views, cfg, background)
+            chain.last_loss = frame_loss(chain.params, views, cfg, background, near_plane=near_plane)
             line["loss_final"] = chain.last_loss
         _atomic_torch_save({"frame": frame, **_rows(chain.params, chain.ids, ~chain.frozen)}, frame_file(out, frame))
         if pr.too_large or pr.too_far:
@@ -898,7 +940,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                      "n_gaussians": len(chain.ids), "n_dynamic": int((~chain.frozen).sum()),
                      "frame_bytes_pt": frame_file(out, frame).stat().st_size})
         line["frame_wall_s"] = round(time.perf_counter() - t_frame, 4)  # all of this frame but the evaluation
-        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background))
+        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background, near_plane=near_plane))
         with open(out / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(line) + "\n")
         done = done + [frame]

@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     degree = int(round((raw["shN"].shape[1] + 1) ** 0.5)) - 1
     bg = tuple(scene.background or (0.0, 0.0, 0.0))
     views = load_views(scene, scene.test_cameras or scene.cameras, bg, device, args.max_resolution, args.downscale)
-    ev = evaluate(params, views, torch.tensor(bg, device=device), degree)
+    ev = evaluate(params, views, torch.tensor(bg, device=device), degree, near_plane=args.near_plane)
     print(json.dumps(ev["mean"], indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(ev, indent=1))
@@ -106,6 +106,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from splatworks.splat.render import DEFAULT_NEAR_PLANE
     from splatworks.splat.trainer import PRESETS, TrainConfig
 
     p = subparsers.add_parser("train", help="train Gaussians on a calibrated scene",
@@ -135,5 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--device", default="auto", help="auto, cuda or cpu")
     v.add_argument("--max-resolution", type=int, default=0, help="longest image side, as in training (0 = as stored)")
     v.add_argument("--downscale", type=float, default=1.0, help="image downscale factor, as in training")
+    v.add_argument("--near-plane", type=float, default=DEFAULT_NEAR_PLANE,
+                   help="near clipping plane in scene units, as in training (--near-plane; 0.01 = gsplat's default)")
     v.add_argument("-o", "--output", default=None, help="write per-view metrics JSON here")
     v.set_defaults(func=cmd_eval)

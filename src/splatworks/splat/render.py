@@ -17,6 +17,10 @@ from splatworks.splat import reference
 Mode = Literal["RGB", "RGB+D", "RGB+D2"]
 Backend = Literal["auto", "gsplat", "torch"]
 
+# Camera-space z (scene units) below which a Gaussian's centre is culled: gsplat's own default for
+# ``rasterization(near_plane=...)``, and the reference rasterizer's.
+DEFAULT_NEAR_PLANE = 0.01
+
 
 @dataclass
 class RenderInfo:
@@ -94,7 +98,7 @@ def _background(background: torch.Tensor | None, C: int, device: torch.device) -
 def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
            sh_degree: int, background: torch.Tensor | None = None, mode: Mode = "RGB",
            backend: Backend = "auto", packed: bool = True, absgrad: bool = False,
-           antialiased: bool = False) -> RenderOutput:
+           antialiased: bool = False, near_plane: float = DEFAULT_NEAR_PLANE) -> RenderOutput:
     """Render C views of the Gaussians in ``params`` (raw parameters, see ``splat.gaussians``).
 
     Args:
@@ -108,6 +112,10 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
         backend: "auto" (gsplat on CUDA when installed, else the torch reference), "gsplat" or "torch".
         packed, absgrad, antialiased: gsplat options (packed sparse layout, absolute 2D gradients for
             densification, Mip-Splatting's compensation); the torch backend ignores them (never packed).
+        near_plane: near clipping plane, a camera-space z in scene units (OpenCV axes: z forward): a Gaussian
+            whose centre is nearer than this to a camera's image plane is not drawn in that camera. Both backends
+            cull by the centre only, so a splat straddling the plane is drawn whole or not at all. Default 0.01,
+            gsplat's own.
     """
     means = params["means"]
     C = viewmats.shape[0]
@@ -118,7 +126,7 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
     opacities = torch.sigmoid(params["opacities"])
     if which == "gsplat" and mode == "RGB+D2":
         return _render_gsplat_moments(means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree,
-                                      bg, packed, absgrad, antialiased)
+                                      bg, packed, absgrad, antialiased, near_plane)
     if which == "gsplat":
         from gsplat import rasterization
 
@@ -127,7 +135,7 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
         # packed path rejects per-camera backgrounds (it checks them against the packed tensors' shape).
         colors, alphas, meta = rasterization(
             means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree=sh_degree,
-            render_mode=render_mode, packed=packed, absgrad=absgrad,
+            render_mode=render_mode, packed=packed, absgrad=absgrad, near_plane=near_plane,
             rasterize_mode="antialiased" if antialiased else "classic")
         depths = colors[..., 3:4] if mode == "RGB+D" else None
         colors = colors[..., :3]
@@ -138,7 +146,7 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
 
     colors, alphas, depths, proj = reference.rasterize(
         means, quats, scales, opacities, sh, viewmats, Ks, width, height, sh_degree, backgrounds=bg,
-        with_depth=(mode != "RGB"), depth_moments=2 if mode == "RGB+D2" else 1)
+        with_depth=(mode != "RGB"), near_plane=near_plane, depth_moments=2 if mode == "RGB+D2" else 1)
     raw = {"means2d": proj.means2d, "radii": proj.radii, "gaussian_ids": None, "width": width, "height": height,
            "n_cameras": C, "depths": proj.depths}
     info = RenderInfo(means2d=proj.means2d, radii=proj.radii, gaussian_ids=None, camera_ids=None,
@@ -151,7 +159,7 @@ def render(params: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Te
 def _render_gsplat_moments(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opacities: torch.Tensor,
                            sh: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int,
                            sh_degree: int, bg: torch.Tensor | None, packed: bool, absgrad: bool,
-                           antialiased: bool) -> RenderOutput:
+                           antialiased: bool, near_plane: float) -> RenderOutput:
     """gsplat with 5 feature channels (RGB, z, z^2) per (camera, Gaussian): the colours are evaluated here as gsplat
     does (SH along mean - camera centre, ``max(0, SH + 0.5)``) and passed with ``sh_degree=None``; z is the
     camera-space depth ``(R mean + t).z``, the value gsplat's own depth modes composite."""
@@ -166,7 +174,8 @@ def _render_gsplat_moments(means: torch.Tensor, quats: torch.Tensor, scales: tor
     feats = torch.cat([rgb, z, z * z], dim=-1)                                    # (C, N, 5)
     out, alphas, meta = rasterization(
         means, quats, scales, opacities, feats, viewmats, Ks, width, height, sh_degree=None, render_mode="RGB",
-        packed=packed, absgrad=absgrad, rasterize_mode="antialiased" if antialiased else "classic")
+        packed=packed, absgrad=absgrad, near_plane=near_plane,
+        rasterize_mode="antialiased" if antialiased else "classic")
     moments = out[..., 3:5] / alphas.clamp_min(1e-10)
     colors = out[..., :3]
     if bg is not None:

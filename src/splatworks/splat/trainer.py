@@ -38,7 +38,7 @@ from splatworks.splat import io as sio
 from splatworks.splat.data import Views, load_views
 from splatworks.splat.gaussians import init_from_scene
 from splatworks.splat.metrics import LPIPS, photometric_loss, psnr, ssim
-from splatworks.splat.render import RenderOutput, render
+from splatworks.splat.render import DEFAULT_NEAR_PLANE, RenderOutput, render
 from splatworks.splat.strategy import Densifier, make_densifier
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ class TrainConfig:
     init_scale: float = option(1.0, "Initial scale, times the mean distance to the 3 nearest points.")
     opacity_reg: float = option(0.0, "L1 penalty on opacities (mcmc uses 0.01).")
     scale_reg: float = option(0.0, "L1 penalty on scales (mcmc uses 0.01).")
+    near_plane: float = option(DEFAULT_NEAR_PLANE, "Near clipping plane in scene units (camera-space z, as the "
+                               "positions): Gaussians whose centre is nearer to a camera are not drawn in it, in "
+                               "training and evaluation alike (0.01 = gsplat's default). Nothing real is nearer "
+                               "to a camera than the nearest scene point it sees: a splat nearer than that is "
+                               "fog in that view that the other views cannot correct.")
     background: tuple[float, ...] | None = option(None, "Background RGB in [0, 1]; default: the scene's "
                                                   "(white for NeRF-synthetic RGBA images), else black.")
     hold_out_every: int = option(8, "Hold out every n-th image (natural name order) when the scene names no "
@@ -220,13 +225,15 @@ def resolve_background(config: TrainConfig, scene: Scene) -> tuple[float, float,
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(params: dict[str, torch.Tensor], views: Views, background: torch.Tensor, sh_degree: int,
-             backend: str = "auto", lpips: LPIPS | None = None) -> dict[str, Any]:
-    """Per-view and mean PSNR/SSIM (and LPIPS) of renders clamped to [0, 1] against the stored images."""
+             backend: str = "auto", lpips: LPIPS | None = None,
+             near_plane: float = DEFAULT_NEAR_PLANE) -> dict[str, Any]:
+    """Per-view and mean PSNR/SSIM (and LPIPS) of renders clamped to [0, 1] against the stored images
+    (``near_plane``: the render's near clipping plane in scene units, the one training used)."""
     per_view: dict[str, dict[str, float]] = {}
     for i, name in enumerate(views.names):
         w, h = views.sizes[i]
         out = render(params, views.viewmats[i:i + 1], views.Ks[i:i + 1], w, h, sh_degree, background,
-                     backend=backend)  # type: ignore[arg-type]
+                     backend=backend, near_plane=near_plane)  # type: ignore[arg-type]
         pred, gt = out.colors.clamp(0, 1), views.target(i)
         row = {"psnr": float(psnr(pred, gt)[0]), "ssim": float(ssim(pred, gt)[0])}
         if lpips is not None:
@@ -340,6 +347,9 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
     ``extra_losses`` are added to the photometric loss (depth supervision, regularisers).
     """
     config = config or preset("default")
+    if not config.near_plane > 0:  # 0 or less would draw splats at or behind the camera centre (division by z)
+        raise UserError(f"near_plane is a camera-space distance in scene units; use a value > 0 (got "
+                        f"{config.near_plane}; 0.01 is gsplat's default)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
@@ -457,7 +467,7 @@ def train(scene: Scene, out_dir: str | Path, config: TrainConfig | None = None, 
     if test_cams:
         test_views = load_views(scene, test_cams, background, device, config.max_resolution, config.downscale)
         lp = LPIPS.load(device) if config.eval_lpips else None
-        ev = evaluate(params, test_views, bg, config.sh_degree, config.backend, lp)
+        ev = evaluate(params, test_views, bg, config.sh_degree, config.backend, lp, config.near_plane)
         metrics.update({"test": ev, "psnr": ev["mean"].get("psnr"), "ssim": ev["mean"].get("ssim"),
                         "lpips": ev["mean"].get("lpips")})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -479,7 +489,8 @@ def _train_step(step: int, idx: int, params: torch.nn.ParameterDict, optimizers:
     # ``render_mode = "RGB+D2"`` when they also read E[z^2] (depth.losses' termination loss).
     mode = _render_mode(extra_losses) if extra_losses else "RGB"
     out = render(params, views.viewmats[idx:idx + 1], views.Ks[idx:idx + 1], w, h, sh_degree, bg, mode=mode,
-                 backend=config.backend, packed=config.packed, absgrad=config.absgrad)  # type: ignore[arg-type]
+                 backend=config.backend, packed=config.packed, absgrad=config.absgrad,
+                 near_plane=config.near_plane)  # type: ignore[arg-type]
     # The regularisers' gradients are added after backward (same maths as loss_terms, one fused kernel on CUDA);
     # the loss reported is the photometric one plus the extra losses.
     loss = _LOSS["photometric"](out.colors, views.images[idx][None], config.ssim_weight)  # uint8 target
@@ -558,7 +569,7 @@ def _warm_up(params: torch.nn.ParameterDict, views: Views, config: TrainConfig, 
     def once(n: int = 1000) -> None:
         part = {k: v[:n] for k, v in small.items()}
         out = render(part, views.viewmats[:1], views.Ks[:1], w, h, config.sh_degree, bg, backend=config.backend,
-                     packed=config.packed)
+                     packed=config.packed, near_plane=config.near_plane)
         _LOSS["photometric"](out.colors, views.images[0][None], config.ssim_weight).backward()  # as in the loop
         fake = {"opacities": small["opacities"][:n].detach().clone(), "scales": small["scales"][:n].detach().clone()}
         for v in fake.values():
