@@ -188,6 +188,43 @@ def test_cancel_and_native_crash_leave_the_caller_standing(scenes, tmp_path: Pat
         run_sfm(scenes["other"] / "images", tmp_path / "crashed", SfmConfig(num_threads=1), progress=crash)
 
 
+def _segfault_worker(job: dict, queue) -> None:
+    """A pycolmap worker (``sfm.process.serve``) whose stage segfaults while a second thread is running."""
+    from splatworks.sfm.process import serve
+
+    serve(job, queue, _segfault_stage)
+
+
+def _segfault_stage(job: dict, send) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(30)  # not reached when the signal ends the process
+
+
+def test_native_crash_ends_the_worker_not_hangs_it(tmp_path: Path) -> None:
+    """pycolmap's import installs glog's failure-signal handler, which can deadlock in a threaded worker (the crash
+    test above once hung for its whole timeout). The worker must die with the signal, leave the Python traceback in
+    its log, and the caller must report the crash at once."""
+    import time
+
+    from splatworks.sfm.process import run_in_worker
+
+    log = tmp_path / "colmap.log"
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=r"pycolmap crashed during sfm.extract \(worker exit code -11\)"):
+        run_in_worker(_segfault_worker, {"work_dir": str(tmp_path)}, name="splatworks-test", what="test",
+                      progress=None, timeout=25, log_path=log)
+    assert time.time() - t0 < 20
+    text = log.read_text(errors="replace")
+    assert "Fatal Python error: Segmentation fault" in text  # faulthandler's report, not glog's handler
+    assert "*** Aborted at" not in text
+
+
 def test_bad_settings_and_paths(tmp_path: Path, scenes) -> None:
     with pytest.raises(UserError, match="max-image-size"):
         run_sfm(scenes["main"] / "images", tmp_path / "w", SfmConfig(max_image_size=10))

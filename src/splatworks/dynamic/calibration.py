@@ -19,6 +19,7 @@ import logging
 import math
 import multiprocessing as mp
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 from splatworks.config import option
 from splatworks.errors import InputError, UserError
 from splatworks.scene.camera import Camera, Scene
+from splatworks.sfm.process import die_on_fatal_signals, next_message, stop_worker
 from splatworks.sfm.quality import umeyama
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,8 @@ def _sfm_worker(image_dir: str, mask_dir: str | None, work_dir: str, cfg: dict[s
         import PIL.Image  # noqa: F401  - before pycolmap (see module docstring)
         import pycolmap
 
+        die_on_fatal_signals()  # a native crash ends the worker (its parent reports it) instead of hanging it
+
         work = Path(work_dir)
         db = work / "database.db"
         if db.exists():
@@ -241,14 +245,15 @@ def run_pycolmap(image_dir: Path, work_dir: Path, cfg: CalibrationConfig, mask_d
     proc = ctx.Process(target=_sfm_worker, args=(str(image_dir), str(mask_dir) if mask_dir else None,
                                                  str(work_dir), args, queue), daemon=True)
     proc.start()
+    hint = "try --calibration.images background, or import a calibration with --calibration.file"
     try:
-        result = queue.get(timeout=cfg.timeout_s)
-    except Exception as exc:  # queue.Empty, or the worker died before answering
-        proc.kill()
-        raise UserError(f"SfM worker gave no result within {cfg.timeout_s:.0f} s (exit code {proc.exitcode}); "
-                        "try --calibration.images background, or import a calibration with --calibration.file") from exc
+        result = next_message(proc, queue, time.time() + cfg.timeout_s if cfg.timeout_s else None)
+    except TimeoutError:
+        raise UserError(f"SfM worker gave no result within {cfg.timeout_s:.0f} s; {hint}") from None
     finally:
-        proc.join(timeout=10)
+        stop_worker(proc)
+    if result is None:
+        raise UserError(f"the SfM worker (pycolmap) crashed (exit code {proc.exitcode}); {hint}")
     if not result.get("ok"):
         raise UserError(f"rig calibration failed: {result.get('error')}; try --calibration.images background or "
                         "frames, or import a known calibration with --calibration.method import --calibration.file")

@@ -8,8 +8,10 @@ known-poses triangulation (``sfm.known_poses``).
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import queue as queue_mod
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -32,22 +34,17 @@ def run_in_worker(target: Callable[[dict[str, Any], Any], None], job: dict[str, 
     q = ctx.Queue()
     proc = ctx.Process(target=target, args=(job, q), name=name, daemon=True)
     proc.start()
-    started, stage = time.time(), first_stage
+    deadline, stage = (time.time() + timeout) if timeout else None, first_stage
     try:
         while True:
-            if timeout and time.time() - started > timeout:
-                raise UserError(f"{what} took longer than the {timeout:.0f} s limit (during {stage}); "
-                                "use fewer or smaller images, or raise --timeout-s")
             try:
-                msg = q.get(timeout=0.5)
-            except queue_mod.Empty:
-                if proc.is_alive():
-                    continue
-                try:  # the last message may still be in flight
-                    msg = q.get(timeout=1.0)
-                except queue_mod.Empty:
-                    raise RuntimeError(f"pycolmap crashed during {stage} (worker exit code {proc.exitcode}); "
-                                       f"see {log_path} for COLMAP's log") from None
+                msg = next_message(proc, q, deadline)
+            except TimeoutError:
+                raise UserError(f"{what} took longer than the {timeout:.0f} s limit (during {stage}); "
+                                "use fewer or smaller images, or raise --timeout-s") from None
+            if msg is None:
+                raise RuntimeError(f"pycolmap crashed during {stage} (worker exit code {proc.exitcode}); "
+                                   f"see {log_path} for COLMAP's log")
             kind = msg[0]
             if kind == "event":
                 _, stage, step, total, message = msg
@@ -60,17 +57,63 @@ def run_in_worker(target: Callable[[dict[str, Any], Any], None], job: dict[str, 
                     raise UserError(msg[2])
                 raise RuntimeError(f"{what} failed during {stage}: {msg[2]}")
     finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(timeout=10)
+        stop_worker(proc)
         q.close()
+
+
+def next_message(proc: Any, q: Any, deadline: float | None = None, poll: float = 0.5) -> Any:
+    """The worker's next queue message; None once the worker has exited without sending one (a native crash).
+
+    Raises:
+        TimeoutError: ``deadline`` (a ``time.time()`` value, None = none) passed first.
+    """
+    while True:
+        if deadline is not None and time.time() > deadline:
+            raise TimeoutError
+        try:
+            return q.get(timeout=poll)
+        except queue_mod.Empty:
+            if proc.is_alive():
+                continue
+            try:  # the last message may still be in flight
+                return q.get(timeout=1.0)
+            except queue_mod.Empty:
+                return None
+
+
+def stop_worker(proc: Any, grace: float = 10.0) -> None:
+    """Stop a worker process: SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    if proc.is_alive():
+        proc.terminate()
+    proc.join(timeout=grace)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout=grace)
+
+
+# Signals for which pycolmap's import installs glog's failure handler (it prints a stack trace). That handler is
+# not async-signal-safe: in a multi-threaded worker it can deadlock on a lock the crashed thread held, leaving a
+# "crashed" worker alive forever and its caller waiting (seen in tests/test_sfm.py's crash test).
+_FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT, signal.SIGTERM)
+
+
+def die_on_fatal_signals() -> None:
+    """Worker side, after ``import pycolmap``: restore the default action (the process dies, its parent reports the
+    crash) for the signals glog caught; a crash still leaves its Python traceback on stderr (the worker's log)."""
+    for sig in _FATAL_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    faulthandler.enable(all_threads=True)  # chains to SIG_DFL after writing the traceback
 
 
 def serve(job: dict[str, Any], queue: Any, stages: Callable[[dict[str, Any], Send], Any]) -> None:
     """Worker side: COLMAP's native log to ``work_dir/colmap.log``, run ``stages(job, send)``, report the outcome."""
+    import PIL.Image  # noqa: F401  - before pycolmap (project pitfall: PNG/zlib clash)
+    import pycolmap  # noqa: F401  - imported here so that its signal handlers can be replaced before any work
+
     from splatworks.sfm.worker import _redirect_native_logs
 
     _redirect_native_logs(Path(job["work_dir"]) / "colmap.log")
+    die_on_fatal_signals()
 
     def send(*msg: Any) -> None:
         queue.put(msg)
