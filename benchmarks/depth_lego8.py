@@ -38,7 +38,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,46 @@ def prepare(data: Path, out: Path, work: Path | None) -> dict:
     return summary
 
 
+# Multi-view-stereo sample sets (``dense`` phase): name -> (reprojection px, relative depth, views that must agree).
+DENSE_SETS = {"mvs2": (1.0, 0.01, 2), "mvs1": (1.0, 0.01, 1)}
+
+
+def dense_samples(scene_dir: Path, work: Path, data: Path | None = None,
+                  sets: dict[str, tuple[float, float, int]] = DENSE_SETS) -> dict:
+    """Depth samples from plane-sweep MVS at the exact poses (``splatworks dense --depth-samples``), one folder per
+    consistency setting in ``sets`` (``SCENE/NAME/sparse_depth.npz`` + ``colmap_depth.npy``; training views only).
+    The depth maps are computed once (``WORK/mvs_depth.npy``, reused when present) and filtered per setting; with
+    lego's ``data`` folder, also the fraction of each set's fused points inside all 100 silhouettes."""
+    import torch
+
+    from splatworks.scene.camera import Scene
+    from splatworks.scene.images import load_image
+    from splatworks.sfm.mvs import DenseConfig, consistent_points, consistent_samples, dense_scene_points
+    from splatworks.sfm.mvs import write_depth_samples
+
+    scene = Scene.load(scene_dir)
+    cams = scene.train_cameras
+    maps = work / "mvs_depth.npy"
+    t0 = time.time()
+    if not maps.exists():
+        dense_scene_points(scene, lambda cam: load_image(scene.image_path(cam), scene.background), DenseConfig(),
+                           "auto", depth_out=maps)
+    depth = torch.from_numpy(np.load(maps))
+    report: dict = {"depth_maps_seconds": round(time.time() - t0, 1), "sets": {}}
+    for name, (reproj, rel, agree) in sets.items():
+        cfg = replace(DenseConfig(), reproj_px=reproj, rel_depth_tol=rel, min_consistent=agree, max_points=0)
+        samples = consistent_samples(depth, cams, cfg)
+        n = write_depth_samples(scene_dir / name, scene, samples)
+        pts, _ = consistent_points(depth, [np.zeros((c.height, c.width, 3), np.uint8) for c in cams], cams, cfg)
+        sub = pts[np.random.default_rng(0).choice(len(pts), min(len(pts), 20_000), replace=False)]
+        report["sets"][name] = {"reproj_px": reproj, "rel_depth": rel, "min_consistent": agree, "samples": n,
+                                "per_view": [len(s["depths"]) for s in samples],
+                                "on_object_fraction": on_object_fraction(sub, data) if data and data.exists() else None}
+        print(name, json.dumps(report["sets"][name]), flush=True)
+    (scene_dir / "dense.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 @dataclass
 class Arm:
     """One run of the sweep: a depth setting (``depth="none"`` or a sparse loss kind and schedule) and SH degree."""
@@ -125,26 +165,30 @@ class Arm:
 
 
 def parse_variants(spec: str, sh_degree: int) -> list[Arm]:
-    """``KIND[:START:FINAL[:OUTLIER]][+rR][@shK]`` comma-separated; KIND none|expected|termination|both. E.g.
-    ``none,expected:0.2:0.02,termination:2:0.2,termination:2:0.2+r2,none@sh3``: ``+rR`` sets ``--depth-radius R``,
-    ``@shK`` overrides ``--sh-degree`` for that arm."""
+    """``KIND[:START:FINAL[:OUTLIER]][+rR][@shK][~SET]`` comma-separated; KIND none|expected|termination|both. E.g.
+    ``none,expected:0.2:0.02,termination:2:0.2,termination:2:0.2+r2,none@sh3,termination:2:0.2~mvs1``: ``+rR``
+    sets ``--depth-radius R``, ``@shK`` overrides ``--sh-degree`` for that arm, ``~SET`` reads the depth samples
+    from ``SCENE/SET/sparse_depth.npz`` (the ``dense`` phase's multi-view-stereo samples) instead of the
+    triangulated points' ``SCENE/sparse_depth.npz``."""
     from splatworks.depth.losses import DepthConfig
 
     arms = []
     for item in (x.strip() for x in spec.split(",") if x.strip()):
-        body, _, sh = item.partition("@sh")
+        body, _, sample_set = item.partition("~")
+        body, _, sh = body.partition("@sh")
         body, _, radius = body.partition("+r")
         kind, *nums = body.split(":")
         if kind not in ("none", "expected", "termination", "both") or len(nums) not in (0, 2, 3):
-            raise SystemExit(f"bad variant {item!r}: use KIND[:START:FINAL[:OUTLIER]][+rR][@shK], KIND none|expected|"
-                             "termination|both")
+            raise SystemExit(f"bad variant {item!r}: use KIND[:START:FINAL[:OUTLIER]][+rR][@shK][~SET], KIND none|"
+                             "expected|termination|both")
         vals = [float(x) for x in nums]
         if kind == "none":
             cfg = DepthConfig(depth="none")
         else:
             w0, w1 = vals[:2] if vals else (DepthConfig().depth_weight, DepthConfig().depth_weight_final)
             cfg = DepthConfig(depth="sparse", depth_loss=kind, depth_weight=w0, depth_weight_final=w1,
-                              depth_outlier=vals[2] if len(vals) == 3 else 0.0, depth_radius=int(radius or 0))
+                              depth_outlier=vals[2] if len(vals) == 3 else 0.0, depth_radius=int(radius or 0),
+                              depth_file=f"{sample_set}/sparse_depth.npz" if sample_set else "")
         arms.append(Arm(label=item, depth=cfg, sh_degree=int(sh) if sh else sh_degree))
     if not arms or arms[0].depth.depth != "none":
         raise SystemExit("--variants must start with a 'none' arm (the gains are measured against it)")
@@ -193,7 +237,10 @@ def train_runs(scene_dir: Path, out_json: Path, work: Path, iterations: int, max
                         cap_max=cap_max, sh_degree=arm.sh_degree)
         scene = Scene.load(scene_dir)
         scene.points, scene.point_colors = points, colors
-        loss = sparse_depth_loss_for(scene, scene_dir, arm.depth, iterations, pick_device(device))
+        depth_cfg = arm.depth
+        if depth_cfg.depth_file:  # a sample set of this scene folder
+            depth_cfg = replace(depth_cfg, depth_file=str(scene_dir / depth_cfg.depth_file))
+        loss = sparse_depth_loss_for(scene, scene_dir, depth_cfg, iterations, pick_device(device))
         run_dir = work / ("run_" + "".join(c if c.isalnum() or c in "._-" else "_" for c in arm.label))
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -211,7 +258,8 @@ def train_runs(scene_dir: Path, out_json: Path, work: Path, iterations: int, max
             "depth": None if loss is None else {"loss": arm.depth.depth_loss, "radius": arm.depth.depth_radius,
                                                 "weight": arm.depth.depth_weight,
                                                 "final": arm.depth.depth_weight_final,
-                                                "outlier": arm.depth.depth_outlier}}
+                                                "outlier": arm.depth.depth_outlier,
+                                                "samples": arm.depth.depth_file or "sparse_depth.npz"}}
         print(arm.label, json.dumps(results["arms"][arm.label]), flush=True)
     # Each arm's gain is against the no-depth arm of the same SH degree (the first 'none' arm otherwise).
     done = results["arms"]
@@ -236,7 +284,8 @@ def train_runs(scene_dir: Path, out_json: Path, work: Path, iterations: int, max
             (f"`--depth sparse --depth-loss {c.depth_loss} --depth-weight {c.depth_weight:g} "
              f"--depth-weight-final {c.depth_weight_final:g}" + (f" --depth-outlier {c.depth_outlier:g}"
                                                                   if c.depth_outlier else "") +
-             (f" --depth-radius {c.depth_radius}" if c.depth_radius else "") + "`")
+             (f" --depth-radius {c.depth_radius}" if c.depth_radius else "") +
+             (f" --depth-file {c.depth_file}" if c.depth_file else "") + "`")
         gain = f"{results['gain_db'][arm.label]:+.2f}" if arm.label in results["gain_db"] else "-"
         print(f"| {label} | {arm.sh_degree} | {r['psnr']:.2f} | {gain} | {r['ssim']:.4f} | {r['train_seconds']:.1f} "
               f"| {r['num_gaussians']:,} |")
@@ -302,7 +351,7 @@ def check_moments(scene_dir: Path, device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=("prepare", "train", "check"))
+    ap.add_argument("phase", choices=("prepare", "dense", "train", "check"))
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" /
                     "nerf_synthetic_lego", help="prepare: the NeRF-synthetic lego folder")
     ap.add_argument("-o", "--output", type=Path, default=Path(".device/lego8b"), help="prepare: carry-able folder")
@@ -336,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
             print((a.output / "prepare.json").read_text())
             return 0
         prepare(a.data, a.output, a.work)
+    elif a.phase == "dense":
+        work = a.work or a.scene.with_name(a.scene.name + "_work")
+        work.mkdir(parents=True, exist_ok=True)
+        dense_samples(a.scene, work, a.data)
     elif a.phase == "check":
         check_moments(a.scene, a.device)
     else:

@@ -16,7 +16,8 @@ import torch
 
 from splatworks.errors import InputError
 from splatworks.scene.camera import Scene
-from splatworks.sfm.mvs import DenseConfig, consistent_points, dense_scene_points, depth_maps, depth_range, select_sources
+from splatworks.sfm.mvs import (DenseConfig, consistent_points, consistent_samples, dense_scene_points, depth_maps,
+                                depth_range, select_sources, write_depth_samples)
 from splatworks.synthetic.scenes import make_static_scene
 
 CFG = DenseConfig(num_depths=64, max_points=0, scale=1.0)  # full size: the test images are tiny
@@ -118,6 +119,45 @@ def test_masks_and_held_out_views(room: dict, tmp_path: Path) -> None:
     finally:
         room["images"] = room_images
     np.testing.assert_array_equal(again, pts)
+
+
+def test_consistent_pixels_as_depth_samples(room: dict, tmp_path: Path) -> None:
+    """``consistent_samples`` at half size: stored-image pixel coordinates, depths that match the ground truth
+    there, errors within the gate; written as sparse SfM depth's files for every camera (none for the held-out
+    one), read back by ``--depth sparse``'s loader in both layouts, weighted by DS-NeRF's formula."""
+    from splatworks.depth.files import load_sparse_depth
+
+    scene = Scene(cameras=room["scene"].cameras, points=room["scene"].points, test_names=[room["scene"].cameras[2].name])
+    cams = scene.train_cameras
+    cfg = replace(CFG, scale=0.5, num_depths=48)
+    depth, _ = depth_maps([room["images"][i] for i in (0, 1, 3, 4, 5, 6, 7)], cams, cfg, "cpu", points=scene.points)
+    samples = consistent_samples(depth, cams, cfg)
+    gt = {c.name: g for c, g in zip(room["scene"].cameras, room["gt"])}
+    for cam, s in zip(cams, samples):
+        assert len(s["depths"]) > 200 and s["coords"].shape == (len(s["depths"]), 2)
+        assert (s["errors"] <= cfg.reproj_px * 2 + 1e-4).all() and (s["agreeing"] >= cfg.min_consistent).all()
+        j = np.floor(s["coords"]).astype(int)  # stored-size pixels: the ground truth is at the stored size
+        assert j[:, 0].max() < cam.width and j[:, 1].max() < cam.height and j[:, 0].max() > cam.width * 0.8
+        truth = gt[cam.name][j[:, 1], j[:, 0]]
+        rel = np.abs(s["depths"] - truth) / truth
+        assert np.median(rel) < 0.02 and (rel < 0.05).mean() > 0.85, (np.median(rel), (rel < 0.05).mean())
+    # As many samples as consistent pixels (the fusion's count).
+    _, _, stats = consistent_points(depth, [room["images"][i] for i in (0, 1, 3, 4, 5, 6, 7)], cams, cfg,
+                                    return_stats=True)
+    n = write_depth_samples(tmp_path, scene, samples)
+    assert n == stats.consistent_pixels == sum(len(s["depths"]) for s in samples)
+    names = [c.name for c in scene.cameras]
+    for layout in ("sparse_depth.npz", "colmap_depth.npy"):
+        got = load_sparse_depth(tmp_path / layout, names)
+        assert len(got[scene.test_names[0]]["depths"]) == 0
+        for cam, s in zip(cams, samples):
+            np.testing.assert_allclose(got[cam.name]["depths"], s["depths"])
+            np.testing.assert_allclose(got[cam.name]["coords"], s["coords"])
+            w = got[cam.name]["weights"]
+            assert ((w > 0) & (w <= 2)).all()
+            # Smaller reprojection error, larger weight (DS-NeRF).
+            order = np.argsort(s["errors"])
+            assert w[order[0]] >= w[order[-1]]
 
 
 def test_view_selection_depth_range_and_bad_input(room: dict) -> None:

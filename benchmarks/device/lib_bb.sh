@@ -4,9 +4,9 @@
 # bb_share NAME FROM: NAME reuses FROM's prepared dataset. bb_from_frame0 NAME FROM: NAME continues FROM's frame 0.
 set -o pipefail
 bb_setup() {
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target ${SITE:-/tmp/site} \
     .device/bbsvc/whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 PYTHONUNBUFFERED=1
+  export PYTHONPATH=${SITE:-/tmp/site}:$PWD/src TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 PYTHONUNBUFFERED=1
   bb_gsplat || exit 1
   python3 -c "import av; from gsplat.cuda._backend import _C; assert _C is not None; print('env ok')" || exit 1
   mkdir -p /tmp/bbp && cp -r .device/bbsvc/bb/videos /tmp/bbp/ && cp .device/bbpts/calibration.json /tmp/bbp/
@@ -16,11 +16,11 @@ bb_setup() {
 # a `gsplat.csrc` shim that loads that .so (gsplat imports `gsplat.csrc` before it would compile); otherwise the
 # wheel alone (its kernels compile on first use, ~70 s) and the built .so comes back as $OUT/gsplat_cuda.so.xz.
 bb_gsplat() {
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target ${SITE:-/tmp/site} \
     .device/gsw/gsplat-*.whl || return 1
   if [ -f .device/bb2/gsplat_cuda.so.xz ]; then
-    xz -d -c .device/bb2/gsplat_cuda.so.xz > /tmp/gsplat_cuda.so && export GSPLAT_SO=/tmp/gsplat_cuda.so
-    cat > /tmp/site/gsplat/csrc.py <<'SHIM'
+    xz -d -c .device/bb2/gsplat_cuda.so.xz > ${SITE:-/tmp/site}/gsplat_cuda.so && export GSPLAT_SO=${SITE:-/tmp/site}/gsplat_cuda.so
+    cat > ${SITE:-/tmp/site}/gsplat/csrc.py <<'SHIM'
 import importlib.machinery, importlib.util, os, sys
 _loader = importlib.machinery.ExtensionFileLoader("gsplat_cuda", os.environ["GSPLAT_SO"])
 _spec = importlib.util.spec_from_loader("gsplat_cuda", _loader)

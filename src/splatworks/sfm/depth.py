@@ -117,6 +117,30 @@ def sparse_depth_from_scene_points(scene: Any, observations: dict[str, tuple[np.
     return views
 
 
+def sparse_depth_from_dense(names: list[str], samples: list[dict[str, np.ndarray]]) -> list[SparseDepthView]:
+    """Dense (multi-view stereo) depth in the records of sparse SfM depth, so ``--depth sparse`` can read it.
+
+    Args:
+        names: V image names; samples: V dicts from ``sfm.mvs.consistent_samples`` (``coords`` (M, 2), ``depths``
+            (M,), ``errors`` (M,) forward-backward reprojection error in pixels); an empty dict (or no samples) for
+            a view without depth, e.g. a held-out view.
+    Returns:
+        views in natural name order; weights by DS-NeRF's formula over the mean error of all samples (a pixel the
+        other views reproject onto exactly counts up to twice); ``point_ids`` are -1 (no SfM point behind them).
+    """
+    errs = [np.asarray(s.get("errors", ()), np.float64) for s in samples]
+    all_errs = np.concatenate(errs) if errs else np.zeros(0)
+    mean_error = float(all_errs.mean()) if len(all_errs) else 1.0
+    views = []
+    for name, s, err in zip(names, samples, errs):
+        depths = np.asarray(s.get("depths", ()), np.float32)
+        views.append(SparseDepthView(name, np.asarray(s.get("coords", np.zeros((0, 2))), np.float32).reshape(-1, 2),
+                                     depths, err.astype(np.float32), ds_nerf_weights(err, mean_error),
+                                     np.full(len(depths), -1, np.int64)))
+    views.sort(key=lambda v: natural_key(v.name))
+    return views
+
+
 def write_sparse_depth(views: list[SparseDepthView], path: str | Path) -> Path:
     """Write ``sparse_depth.npz`` (layout in the module docstring); atomic replace."""
     path = Path(path)

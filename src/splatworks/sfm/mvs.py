@@ -411,14 +411,75 @@ class FusionStats:
         return self.consistent_pixels / max(1, self.valid_pixels)
 
 
+@dataclass
+class ViewAgreement:
+    """One reference view's valid depth pixels and how many other views agree on each (``_agreements``).
+
+    Shapes: N valid pixels of the (H', W') working depth map, in row-major order.
+    """
+
+    view: int
+    valid: "torch.Tensor"       # (H', W') bool, depth > 0
+    uv: "torch.Tensor"          # (N, 2) float64 working pixels (centres at +0.5)
+    z: "torch.Tensor"           # (N,) float64 camera z, world units
+    points_sum: "torch.Tensor"  # (N, 3) float64 own back-projection + the agreeing views' back-projections
+    count: "torch.Tensor"       # (N,) int64 agreeing views
+    error_sum: "torch.Tensor"   # (N,) float64 sum of the agreeing views' forward-backward errors (working px)
+
+
+def _agreements(depths: torch.Tensor, cameras: Sequence[Camera], cfg: DenseConfig):
+    """Yield a ``ViewAgreement`` per view that has valid depth (the geometric-consistency test).
+
+    A pixel p of view r with depth d back-projects to X; X projects into view v at q with depth z_v. The view
+    agrees when v has a depth d_v at the nearest pixel to q and that pixel, back-projected with d_v and projected
+    into r, lands within ``reproj_px`` of p at a depth within ``rel_depth_tol`` x d of d.
+    """
+    import torch
+
+    dev = depths.device
+    C, H, W = depths.shape
+    cams = working_cameras(cameras, cfg.scale)
+    if any((c.height, c.width) != (H, W) for c in cams):
+        raise InputError(f"depth maps of size {W}x{H} do not match the cameras at scale {cfg.scale}")
+    Kw = [_to_torch_cam(c, dev) for c in cams]
+    v_idx, u_idx = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    for r in range(C):
+        d = depths[r].to(torch.float64)
+        sel = d > 0
+        n = int(sel.sum())
+        if n == 0:
+            continue
+        uv = torch.stack([u_idx[sel], v_idx[sel]], dim=1).to(torch.float64) + 0.5
+        z = d[sel]
+        K_r, T_r = Kw[r]
+        X = _unproject(uv, z, K_r, T_r)
+        acc = X.clone()
+        count = torch.zeros(n, device=dev, dtype=torch.int64)
+        err = torch.zeros(n, device=dev, dtype=torch.float64)
+        for v in range(C):
+            if v == r:
+                continue
+            K_v, T_v = Kw[v]
+            q, zq = _project(X, K_v, T_v)
+            qi = q.floor().long()  # nearest pixel: centre (j + 0.5) -> index j
+            inside = (zq > 0) & (qi[:, 0] >= 0) & (qi[:, 0] < W) & (qi[:, 1] >= 0) & (qi[:, 1] < H)
+            qx, qy = qi[:, 0].clamp(0, W - 1), qi[:, 1].clamp(0, H - 1)
+            dv = depths[v][qy, qx].to(torch.float64)
+            has = inside & (dv > 0)
+            Xv = _unproject(torch.stack([qx, qy], 1).to(torch.float64) + 0.5, dv, K_v, T_v)
+            back, zb = _project(Xv, K_r, T_r)
+            px = (back - uv).norm(dim=1)
+            agree = has & (px <= cfg.reproj_px) & ((zb - z).abs() <= cfg.rel_depth_tol * z)
+            acc += torch.where(agree[:, None], Xv, torch.zeros_like(Xv))
+            count += agree.long()
+            err += torch.where(agree, px, torch.zeros_like(px))
+        yield ViewAgreement(r, sel, uv, z, acc, count, err)
+
+
 def consistent_points(depths: torch.Tensor, images: Sequence[np.ndarray] | torch.Tensor, cameras: Sequence[Camera],
                       cfg: DenseConfig | None = None, return_stats: bool = False
                       ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, FusionStats]:
-    """Fuse depth maps into points that at least ``cfg.min_consistent`` other views agree on.
-
-    A pixel p of view r with depth d back-projects to X; X projects into view v at q with depth z_v. The
-    view agrees when v has a depth d_v at the nearest pixel to q and that pixel, back-projected with d_v and
-    projected into r, lands within ``reproj_px`` of p at a depth within ``rel_depth_tol`` x d of d.
+    """Fuse depth maps into points that at least ``cfg.min_consistent`` other views agree on (``_agreements``).
 
     Args:
         depths: (C, H', W') from ``depth_maps`` (0 = invalid), for ``working_cameras(cameras, cfg.scale)``.
@@ -432,49 +493,17 @@ def consistent_points(depths: torch.Tensor, images: Sequence[np.ndarray] | torch
 
     cfg = cfg or DenseConfig()
     dev = depths.device
-    C, H, W = depths.shape
-    cams = working_cameras(cameras, cfg.scale)
-    if any((c.height, c.width) != (H, W) for c in cams):
-        raise InputError(f"depth maps of size {W}x{H} do not match the cameras at scale {cfg.scale}")
+    _, H, W = depths.shape
     rgb = _as_images(images, (H, W), dev)
-    Kw = [_to_torch_cam(c, dev) for c in cams]
-    v_idx, u_idx = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     pts_out, col_out = [], []
-    valid_total = consistent_total = 0
+    valid_total = int((depths > 0).sum())
+    consistent_total = 0
     with torch.no_grad(), _cpu_threads(cfg.cpu_threads, dev):
-        for r in range(C):
-            d = depths[r].to(torch.float64)
-            sel = d > 0
-            n = int(sel.sum())
-            valid_total += n
-            if n == 0:
-                continue
-            uv = torch.stack([u_idx[sel], v_idx[sel]], dim=1).to(torch.float64) + 0.5
-            z = d[sel]
-            K_r, T_r = Kw[r]
-            X = _unproject(uv, z, K_r, T_r)
-            acc = X.clone()
-            count = torch.zeros(n, device=dev, dtype=torch.int64)
-            for v in range(C):
-                if v == r:
-                    continue
-                K_v, T_v = Kw[v]
-                q, zq = _project(X, K_v, T_v)
-                qi = q.floor().long()  # nearest pixel: centre (j + 0.5) -> index j
-                inside = (zq > 0) & (qi[:, 0] >= 0) & (qi[:, 0] < W) & (qi[:, 1] >= 0) & (qi[:, 1] < H)
-                qx, qy = qi[:, 0].clamp(0, W - 1), qi[:, 1].clamp(0, H - 1)
-                dv = depths[v][qy, qx].to(torch.float64)
-                has = inside & (dv > 0)
-                Xv = _unproject(torch.stack([qx, qy], 1).to(torch.float64) + 0.5, dv, K_v, T_v)
-                back, zb = _project(Xv, K_r, T_r)
-                agree = has & ((back - uv).norm(dim=1) <= cfg.reproj_px) & \
-                    ((zb - z).abs() <= cfg.rel_depth_tol * z)
-                acc += torch.where(agree[:, None], Xv, torch.zeros_like(Xv))
-                count += agree.long()
-            keep = count >= cfg.min_consistent
+        for a in _agreements(depths, cameras, cfg):
+            keep = a.count >= cfg.min_consistent
             consistent_total += int(keep.sum())
-            pts_out.append((acc[keep] / (count[keep] + 1)[:, None]).cpu())
-            col = rgb[r].permute(1, 2, 0)[sel][keep]
+            pts_out.append((a.points_sum[keep] / (a.count[keep] + 1)[:, None]).cpu())
+            col = rgb[a.view].permute(1, 2, 0)[a.valid][keep]
             col_out.append((col * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu())
     pts = torch.cat(pts_out).numpy() if pts_out else np.zeros((0, 3))
     cols = torch.cat(col_out).numpy() if col_out else np.zeros((0, 3), dtype=np.uint8)
@@ -487,12 +516,45 @@ def consistent_points(depths: torch.Tensor, images: Sequence[np.ndarray] | torch
     return pts.astype(np.float64), cols.astype(np.uint8)
 
 
+def consistent_samples(depths: torch.Tensor, cameras: Sequence[Camera], cfg: DenseConfig | None = None
+                       ) -> list[dict[str, np.ndarray]]:
+    """Per-view depth samples at the pixels that at least ``cfg.min_consistent`` other views agree on: dense
+    depth in the records of sparse SfM depth (``sfm.depth.sparse_depth_from_dense`` turns them into views).
+
+    Args:
+        depths: (C, H', W') from ``depth_maps`` for ``working_cameras(cameras, cfg.scale)``.
+        cameras: the same C cameras (at their stored size).
+    Returns:
+        one dict per camera, in order: ``coords`` (M, 2) float32 pixel x, y of the STORED image (centres at +0.5),
+        ``depths`` (M,) float32 camera z (world units), ``errors`` (M,) float32 mean forward-backward reprojection
+        error of the agreeing views in stored-image pixels, ``agreeing`` (M,) int32 number of agreeing views.
+    """
+    import torch
+
+    cfg = cfg or DenseConfig()
+    empty = {"coords": np.zeros((0, 2), np.float32), "depths": np.zeros(0, np.float32),
+             "errors": np.zeros(0, np.float32), "agreeing": np.zeros(0, np.int32)}
+    out = [dict(empty) for _ in cameras]
+    _, H, W = depths.shape
+    with torch.no_grad(), _cpu_threads(cfg.cpu_threads, depths.device):
+        for a in _agreements(depths, cameras, cfg):
+            keep = a.count >= cfg.min_consistent
+            cam = cameras[a.view]
+            to_stored = torch.tensor([cam.width / W, cam.height / H], dtype=torch.float64, device=depths.device)
+            out[a.view] = {
+                "coords": (a.uv[keep] * to_stored).float().cpu().numpy(),
+                "depths": a.z[keep].float().cpu().numpy(),
+                "errors": (a.error_sum[keep] / a.count[keep] * float(to_stored.mean())).float().cpu().numpy(),
+                "agreeing": a.count[keep].int().cpu().numpy()}
+    return out
+
+
 # ---- scenes -------------------------------------------------------------------------------------------------------
 def dense_scene_points(scene: Scene, load_image: Callable[[Camera], np.ndarray], cfg: DenseConfig | None = None,
                        device: str | torch.device | None = None,
                        load_mask: Callable[[Camera], np.ndarray | None] | None = None,
-                       depth_out: str | Path | None = None, progress: Callable[[int, int], None] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, dict]:
+                       depth_out: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
+                       samples_out: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Dense points of a scene's TRAINING views (``scene.train_cameras``; held-out views are never loaded).
 
     Args:
@@ -501,6 +563,9 @@ def dense_scene_points(scene: Scene, load_image: Callable[[Camera], np.ndarray],
         depth_out: optional ``.npy`` path for the (C, H', W') float32 depth maps (camera z, 0 = invalid), in the
             order of ``scene.train_cameras``; their names go to ``<depth_out>.json``.
         progress: called with (views done, C) during the plane sweep.
+        samples_out: optional folder for the consistent pixels as depth samples in sparse SfM depth's files
+            (``sparse_depth.npz`` and ``colmap_depth.npy``, every camera of the scene, none for held-out views):
+            ``splatworks train --depth sparse --depth-file FOLDER/sparse_depth.npz`` reads them.
     Returns:
         points (P, 3) float64 world, colours (P, 3) uint8, and a report (counts, seconds, depth range).
     """
@@ -528,6 +593,9 @@ def dense_scene_points(scene: Scene, load_image: Callable[[Camera], np.ndarray],
     t_fuse = time.perf_counter() - t0
     if depth_out is not None:
         write_depth_maps(depth_out, depth, working_cameras(cams, cfg.scale))
+    if samples_out is not None:
+        n_samples = write_depth_samples(samples_out, scene, consistent_samples(depth, cams, cfg))
+        log.info("dense depth samples: %d in %d views written to %s", n_samples, len(cams), samples_out)
     report = {"views": [c.name for c in cams], "device": str(dev), "valid_pixels": stats.valid_pixels,
               "valid_fraction": round(stats.valid_pixels / max(1, depth.numel()), 4),
               "consistent_pixels": stats.consistent_pixels,
@@ -550,6 +618,21 @@ def write_depth_maps(path: str | Path, depth: torch.Tensor, cameras: Sequence[Ca
            "axes, world_to_camera, pixel centres at +0.5", "cameras": [c.to_dict() for c in cameras]}
     path.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     return path
+
+
+def write_depth_samples(folder: str | Path, scene: Scene, samples: list[dict[str, np.ndarray]]) -> int:
+    """Write ``consistent_samples`` of ``scene.train_cameras`` as ``sparse_depth.npz`` + ``colmap_depth.npy`` in
+    ``folder`` (every camera of the scene listed; held-out ones without samples). Returns the number of samples."""
+    from splatworks.sfm.depth import sparse_depth_from_dense, write_colmap_depth, write_sparse_depth
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    by_name = {c.name: s for c, s in zip(scene.train_cameras, samples)}
+    names = [c.name for c in scene.cameras]
+    views = sparse_depth_from_dense(names, [by_name.get(n, {}) for n in names])
+    write_sparse_depth(views, folder / "sparse_depth.npz")
+    write_colmap_depth(views, folder / "colmap_depth.npy")
+    return sum(len(v) for v in views)
 
 
 def write_points_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> Path:
@@ -590,6 +673,10 @@ def register_dense(subparsers) -> None:  # noqa: ANN001 - argparse's private typ
     parser.add_argument("--images", type=Path, help="image folder instead of the scene's own")
     parser.add_argument("--device", default="auto", help="torch device: auto, cuda or cpu")
     parser.add_argument("--depth-out", type=Path, help="also write the depth maps (C, H, W) float32 .npy (+ .json)")
+    parser.add_argument("--depth-samples", type=Path, metavar="FOLDER", help="also write the consistent pixels as "
+                        "depth samples in sparse SfM depth's files (FOLDER/sparse_depth.npz, FOLDER/colmap_depth.npy; "
+                        "weights from their reprojection error): dense depth for `splatworks train --depth sparse "
+                        "--depth-file FOLDER/sparse_depth.npz`")
     add_arguments(parser, DenseConfig)
     parser.set_defaults(func=_run_dense)
 
@@ -616,7 +703,7 @@ def _run_dense(args) -> int:  # noqa: ANN001
     try:
         pts, cols, report = dense_scene_points(
             scene, lambda cam: load_image(scene.image_path(cam), scene.background), cfg, args.device,
-            depth_out=args.depth_out, progress=progress)
+            depth_out=args.depth_out, progress=progress, samples_out=args.depth_samples)
     finally:
         bar.close()
     write_points_ply(args.output, pts, cols)
@@ -626,5 +713,6 @@ def _run_dense(args) -> int:  # noqa: ANN001
     return 0
 
 
-__all__ = ["DenseConfig", "FusionStats", "consistent_points", "dense_scene_points", "depth_maps", "depth_range",
-           "pick_device", "register_dense", "select_sources", "working_cameras", "write_depth_maps", "write_points_ply"]
+__all__ = ["DenseConfig", "FusionStats", "ViewAgreement", "consistent_points", "consistent_samples",
+           "dense_scene_points", "depth_maps", "depth_range", "pick_device", "register_dense", "select_sources",
+           "working_cameras", "write_depth_maps", "write_depth_samples", "write_points_ply"]
