@@ -51,6 +51,8 @@ def near_plane_probe(train_dir: Path, ds: DynamicDataset) -> dict:
 
     Tests the held-out "fog" hypothesis: if grey fog on the held-out view is splats just in front of that camera
     (which no training view can tell from the wall behind), culling them raises its PSNR and clears alpha there.
+    The "auto" row is what the held-out camera's renders use by default (``SequenceReader.near_plane_for``:
+    ``novel_view_near`` x its near bound from the frame-0 points).
     """
     import torch
 
@@ -62,7 +64,8 @@ def near_plane_probe(train_dir: Path, ds: DynamicDataset) -> dict:
     cam, frame = ds.rig.camera(ds.test_cameras[0]), reader.frames[0]
     truth = torch.from_numpy(seq.load_image(ds.image_path(cam.name, frame))).to(reader.device)
     radius = reader.scene_radius
-    planes = [(None, DEFAULT_NEAR_PLANE)] + [(r, r * radius) for r in PROBE_NEAR_PLANES]
+    planes = [(None, DEFAULT_NEAR_PLANE), ("auto", reader.near_plane_for(cam))] + \
+        [(r, r * radius) for r in PROBE_NEAR_PLANES]
     rows, base_alpha = [], None
     for radii, z in planes:
         out = reader.render(frame, cam, near_plane=z)
@@ -75,10 +78,32 @@ def near_plane_probe(train_dir: Path, ds: DynamicDataset) -> dict:
             "rows": rows}
 
 
+def evaluate_without_novel_near(train_dir: Path, ds: DynamicDataset) -> dict:
+    """``evaluate_sequence`` of the same models with ``novel_view_near`` off (the held-out camera clipped at the
+    training's near plane), for the with/without comparison; the run's config.json is restored afterwards."""
+    from dataclasses import replace
+
+    from splatworks.config import to_json
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+
+    path = train_dir / "config.json"
+    original = path.read_text()
+    try:
+        to_json(replace(seq.load_config(train_dir), novel_view_near=0.0), path)
+        return evaluate_sequence(train_dir, ds)
+    finally:
+        path.write_text(original)
+
+
 def probe_line(probe: dict) -> str:
     """One line: held-out PSNR and the share of pixels whose alpha changed, per near plane."""
-    cells = [f"{'default' if r['near_plane_radii'] is None else format(r['near_plane_radii'], 'g') + ' R'}: "
-             f"{r['psnr']:.2f} dB, {100 * r['alpha_changed_fraction']:.1f} % alpha changed" for r in probe["rows"]]
+    def name(r: dict) -> str:
+        radii = r["near_plane_radii"]
+        return "default" if radii is None else f"novel-view near ({r['near_plane']:.3f})" if radii == "auto" else \
+            format(radii, "g") + " R"
+
+    cells = [f"{name(r)}: {r['psnr']:.2f} dB, {100 * r['alpha_changed_fraction']:.1f} % alpha changed"
+             for r in probe["rows"]]
     return f"near-plane probe ({probe['camera']}, frame {probe['frame']}): " + " | ".join(cells)
 
 
@@ -96,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prepare's triangulation at the known poses ('off': random initial points)")
     ap.add_argument("--dense", default="auto", choices=("auto", "on", "off"),
                     help="prepare's dense points at the known poses (plane-sweep MVS of frame 0's training views)")
+    ap.add_argument("--prepare-only", action="store_true", help="prepare OUT/dataset and stop (runs that share it "
+                    "link to it)")
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -113,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         prepare(args.data / "videos", ds_root, from_dict(PrepareConfig, d))
         summary["prepare_s"] = time.perf_counter() - t0
+    if args.prepare_only:
+        print(f"prepared {ds_root} in {summary.get('prepare_s', 0.0):.1f} s", flush=True)
+        return 0
     ds = DynamicDataset.load(ds_root)
     summary.update({"cameras": len(ds.camera_names), "held_out": ds.test_cameras, "frames_prepared": len(ds.frames),
                     "points": int(len(ds.rig.points)), "points_report": ds.meta.get("points")})
@@ -163,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         summary["near_plane_probe"] = {"error": repr(exc)}
         print(f"near-plane probe failed: {exc!r}", flush=True)
+    if seq.load_config(train_dir).novel_view_near > 0:  # the same models, held-out camera at the training's plane
+        try:
+            off = evaluate_without_novel_near(train_dir, ds)
+            summary["eval_without_novel_near"] = {k: v for k, v in off.items() if k.endswith("_mean") or k in (
+                "flicker_levels", "drift_db_per_frame")}
+            print(f"without novel_view_near: PSNR {off['psnr_mean']:.2f} dB | static PSNR {off['psnr_static_mean']:.2f}"
+                  f" dB | moving-pixel PSNR {off['psnr_dynamic_mean']:.2f} dB | flicker {off['flicker_levels']:+.2f}/255"
+                  f" | drift {off['drift_db_per_frame']:+.4f} dB/frame", flush=True)
+        except Exception as exc:
+            summary["eval_without_novel_near"] = {"error": repr(exc)}
     summary["total_s"] = time.perf_counter() - t_start
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"| {summary['frames_trained']} frames | frame 0 {summary['frame0_s']:.1f} s | "

@@ -435,7 +435,12 @@ def test_fixed_camera_video_is_identical_where_nothing_moves(rig, run_frozen, tm
 
     held = render_video(run_frozen, tmp_path / "held.mp4", camera=rig.test_cameras[0])
     assert held.side_by_side and read_video(held.path).shape[2] == 2 * cam.width
-    pose = render_video(run_frozen, tmp_path / "pose.mp4", camera=0, pose=cam.world_to_camera)
+    # A given pose is a camera training did not use: it clips at its own near bound (novel_view_near); with that
+    # off, a given pose equal to a training camera renders that camera's video.
+    off = tmp_path / "run_off"
+    shutil.copytree(run_frozen, off)
+    seq.to_json(replace(seq.load_config(off), novel_view_near=0.0), off / "config.json")
+    pose = render_video(off, tmp_path / "pose.mp4", camera=0, pose=cam.world_to_camera)
     assert np.abs(read_video(pose.path).astype(float) - decoded).mean() < 1.0  # a given pose = that camera
 
 
@@ -590,7 +595,8 @@ def test_first_frame_recipe_is_the_static_fast_preset_scaled():
 # ---- the near clipping plane: one value, in scene radii, for training, evaluation and videos ----------------------
 NEAR = 0.05  # scene radii
 NEAR_RUN = dict(near_plane=NEAR, max_frames=2, iterations_first_frame=30, iterations_per_frame=10,
-                converged_loss_ratio=1.1)  # the 'already converged?' test renders too
+                converged_loss_ratio=1.1,  # the 'already converged?' test renders too
+                novel_view_near=0.0)  # the held-out camera at the training's plane too (its own bound: below)
 NEAR_CALLS: list[float | None] = []  # near_plane of every rasterizer call while run_near trained
 
 
@@ -679,12 +685,85 @@ def test_basketball_near_plane_probe_sees_a_splat_in_front_of_the_held_out_camer
     bench = _basketball_bench()
     probe = bench.near_plane_probe(planted_near, rig)
     rows = probe["rows"]
-    assert (probe["camera"], probe["frame"], len(rows)) == (rig.test_cameras[0], rig.frames[0], 5)
+    assert (probe["camera"], probe["frame"], len(rows)) == (rig.test_cameras[0], rig.frames[0], 6)
     assert rows[0]["near_plane"] == 0.01 and rows[0]["alpha_changed_fraction"] == 0.0
-    assert rows[1]["near_plane"] == pytest.approx(probe["trained_near_plane"])   # 0.05 R: what training used
-    assert rows[1]["psnr"] == pytest.approx(evaluate_sequence(run_near, rig, device="cpu")["psnr"][0], abs=1e-3)
+    # "auto": what the held-out camera's renders use (novel_view_near is off in this run: the training's plane).
+    assert rows[1]["near_plane_radii"] == "auto" and rows[1]["near_plane"] == pytest.approx(probe["trained_near_plane"])
+    assert rows[2]["near_plane"] == pytest.approx(probe["trained_near_plane"])   # 0.05 R: what training used
+    assert rows[2]["psnr"] == pytest.approx(evaluate_sequence(run_near, rig, device="cpu")["psnr"][0], abs=1e-3)
     assert all(r["alpha_changed_fraction"] > 0.01 and r["psnr"] > rows[0]["psnr"] for r in rows[1:])
     assert "0.05 R" in bench.probe_line(probe)
+
+
+def test_novel_view_near_bound():
+    """``novel_view_near_plane``: a fraction of LLFF's near bound of the points in view, never below the floor."""
+    from splatworks.scene.camera import Camera
+
+    cam = Camera(name="c", width=64, height=48, fx=50.0, fy=50.0, cx=32.0, cy=24.0, world_to_camera=np.eye(4))
+    rng = np.random.default_rng(0)
+    z = rng.uniform(2.0, 5.0, 2000)
+    pts = np.stack([rng.uniform(-0.5, 0.5, 2000) * z, rng.uniform(-0.4, 0.4, 2000) * z, z], 1)   # all in view
+    behind = pts * [1, 1, -1]                                                                    # none in view
+    bound = np.percentile(z, 0.1)
+    assert seq.novel_view_near_plane(pts, cam, 0.8, 0.01) == pytest.approx(0.8 * bound)
+    assert seq.novel_view_near_plane(np.concatenate([pts, behind]), cam, 0.8, 0.01) == pytest.approx(0.8 * bound)
+    assert seq.novel_view_near_plane(pts, cam, 0.0, 0.01) == 0.01            # off
+    assert seq.novel_view_near_plane(behind, cam, 0.8, 0.01) == 0.01         # nothing in view: the floor
+    assert seq.novel_view_near_plane(pts, cam, 0.8, 3.0) == 3.0              # never below the training's plane
+
+
+@torch.no_grad()
+def test_novel_view_near_clips_the_held_out_camera_not_the_training_ones(rig, run_near, tmp_path):
+    """A splat between the training's near plane and the held-out camera's own near bound (what the basketball
+    held-out fog is: splats in mid-air just in front of that camera) is culled in the held-out camera's renders
+    with ``novel_view_near`` on, drawn with it off; training cameras keep the training's plane."""
+    from splatworks.dynamic.render import SequenceReader, render_frames
+
+    out = tmp_path / "run"
+    shutil.copytree(run_near, out)
+    cfg = seq.load_config(out)
+    seq.to_json(replace(cfg, novel_view_near=0.8), out / "config.json")
+    held, train_cam = rig.rig.camera(rig.test_cameras[0]), rig.rig.camera(rig.train_camera_names[0])
+    reader = SequenceReader(out)
+    auto = reader.near_plane_for(held)
+    assert auto == pytest.approx(seq.novel_view_near_plane(rig.rig.points, held, 0.8, reader.near_plane), rel=1e-3)
+    assert auto > 2 * reader.near_plane and reader.near_plane_for(train_cam) == reader.near_plane
+    frames = reader.frames
+    before = np.stack(list(render_frames(out, held, frames, device="cpu")))
+    _plant_in_front(out, held, 0.5 * auto)
+    centre = (0, held.height // 2, held.width // 2, 0)
+    assert SequenceReader(out).render(frames[0], held, near_plane=reader.near_plane).alphas[centre] > 0.9
+    assert np.array_equal(np.stack(list(render_frames(out, held, frames, device="cpu"))), before)
+    # The basketball benchmark's comparison scores the same models with it off, and leaves the config as it was.
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+
+    on = evaluate_sequence(out, rig, device="cpu")
+    off = _basketball_bench().evaluate_without_novel_near(out, rig)
+    assert seq.load_config(out).novel_view_near == 0.8 and off["psnr_mean"] < on["psnr_mean"]  # the plant costs
+    seq.to_json(cfg, out / "config.json")  # novel_view_near off: the plant shows
+    assert not np.array_equal(np.stack(list(render_frames(out, held, frames, device="cpu"))), before)
+    assert evaluate_sequence(out, rig, device="cpu")["psnr_mean"] == pytest.approx(off["psnr_mean"])
+
+
+def test_training_evaluates_the_held_out_camera_at_its_near_bound(rig, tmp_path):
+    """Training keeps the frame-0 points and the training cameras with the model, and its per-frame held-out
+    evaluation uses the same near plane as ``dynamic eval`` (the metrics agree)."""
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+    from splatworks.dynamic.render import SequenceReader
+    from splatworks.errors import UserError
+
+    out = tmp_path / "run"
+    seq.train_sequence(rig, out, tiny(max_frames=1, iterations_first_frame=20))
+    source = json.loads((out / "source.json").read_text())
+    assert source["train_cameras"] == list(rig.train_camera_names)
+    np.testing.assert_allclose(np.load(out / seq.NEAR_POINTS_FILE), rig.rig.points.astype(np.float32))
+    reader = SequenceReader(out)
+    assert reader.config.novel_view_near == 0.8 and reader.near_plane_for(rig.rig.camera(rig.test_cameras[0])) > \
+        reader.near_plane
+    assert evaluate_sequence(out, rig, device="cpu")["psnr"] == pytest.approx(
+        [l["psnr"] for l in seq.read_metrics(out)], abs=1e-3)
+    with pytest.raises(UserError, match="novel_view_near"):
+        seq.train_sequence(rig, tmp_path / "bad", tiny(novel_view_near=1.5, max_frames=1))
 
 
 def test_near_plane_option_on_the_command_line_and_checked(rig, tmp_path, capsys):

@@ -45,6 +45,7 @@ class SequenceReader:
         self.static = torch.load(static_path, map_location=self.device) if static_path.exists() else None
         src = self.dir / SOURCE_FILE
         self.source = json.loads(src.read_text()) if src.exists() else {}
+        self._near_points: np.ndarray | None = None
 
     @property
     def background(self) -> torch.Tensor:
@@ -66,19 +67,34 @@ class SequenceReader:
 
         return seq.near_plane_units(self.config.near_plane, self.scene_radius)
 
+    def near_plane_for(self, cam: Camera) -> float:
+        """The near plane (scene units) a render from ``cam`` uses: the training's for a training camera; for any
+        other camera (held-out, a given pose) ``config.novel_view_near`` x its near bound from the frame-0 points
+        (``sequential.novel_view_near_plane``), at least the training's. Folders written before the points were
+        kept (no near_points.npy or no training-camera list in source.json) use the training's."""
+        from splatworks.dynamic import sequential as seq
+
+        trained = self.source.get("train_cameras")
+        path = self.dir / seq.NEAR_POINTS_FILE
+        if trained is None or cam.name in trained or not path.exists():
+            return self.near_plane
+        if self._near_points is None:
+            self._near_points = np.load(path)
+        return seq.novel_view_near_plane(self._near_points, cam, self.config.novel_view_near, self.near_plane)
+
     @torch.no_grad()
     def render(self, frame: int, cam: Camera, backend: str | None = None,
                near_plane: float | None = None) -> RenderOutput:
         """``frame`` seen by ``cam`` (its world_to_camera, OpenCV axes, and K) as training rendered it (background,
-        SH degree, near plane); ``near_plane`` (scene units) and ``backend`` override the training's. Returns the
-        rasterizer's output for C = 1 view: colours (1, H, W, 3), not clamped, and alphas (1, H, W, 1)."""
+        SH degree; near plane ``near_plane_for(cam)``); ``near_plane`` (scene units) and ``backend`` override them.
+        Returns the rasterizer's output for C = 1 view: colours (1, H, W, 3), not clamped, and alphas (1, H, W, 1)."""
         from splatworks.dynamic.sequential import render_view_output
 
         viewmat = torch.tensor(cam.world_to_camera, dtype=torch.float32, device=self.device)
         K = torch.tensor(cam.K, dtype=torch.float32, device=self.device)
         return render_view_output(self.gaussians(frame), viewmat, K, (cam.width, cam.height), self.config.sh_degree,
                                   self.background, backend or self.config.backend,
-                                  near_plane=self.near_plane if near_plane is None else near_plane)
+                                  near_plane=self.near_plane_for(cam) if near_plane is None else near_plane)
 
     def gaussians(self, frame: int) -> dict[str, torch.Tensor]:
         """Raw parameters (see splat/gaussians.py) of ``frame``: the static layer plus the frame's own rows."""

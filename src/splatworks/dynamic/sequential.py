@@ -14,6 +14,8 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
 - **Near plane** (``near_plane``, in scene radii; 0 = the rasterizer's 0.01 scene units): Gaussians whose centre is
   nearer to a camera are culled in every render of the model (frame 0's trainer, later frames, evaluation,
   ``dynamic render`` / ``eval``: one conversion, ``near_plane_units``, with the radius recorded in source.json).
+  A camera training did not use (held-out, a given pose) clips further, at ``novel_view_near`` x its near bound
+  from the frame-0 points (``novel_view_near_plane``; the points travel in ``near_points.npy``).
 - **Motion** (frames t > 0, ``frame_params``): centres, rotations and opacities change (colour and size are
   frame 0's: a splat cannot grow into a streak or be repainted, but one that lost its object can fade out), from a
   constant-velocity start; the local-rigidity and rotation-similarity priors of Dynamic 3D Gaussians are options
@@ -30,7 +32,8 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
 Output folder (``OUT``)::
 
     config.json           the resolved SequentialConfig
-    source.json           the dataset trained on, background, scene centre and radius, fps
+    source.json           the dataset trained on, background, scene centre and radius, fps, training cameras
+    near_points.npy       (P, 3) float32 frame-0 points (at most 50,000), for novel views' near bounds
     frame0_static/        the static trainer's run for frame 0 (checkpoint, metrics.json), when it was used
     static.pt             frozen static layer: {"ids": (S,), "means": (S, 3), ...} raw parameters (see gaussians.py)
     frames/000042.pt      per frame: the non-frozen Gaussians {"ids": (D,), raw parameters ...}
@@ -51,7 +54,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -97,7 +100,13 @@ class SequentialConfig:
                                "than the nearest scene point it sees, and splats just in front of the held-out "
                                "camera (e.g. the dome wall it hangs on, reconstructed slightly inside) are grey fog "
                                "that no training view can tell from the wall behind (hypothesis for the basketball "
-                               "held-out fog; not yet measured on the GPU).")
+                               "held-out fog; measured on the GPU: training with 0.1 or 0.2 R did not clear it).")
+    novel_view_near: float = option(0.8, "Renders from a camera training did not use (the held-out camera, a "
+                                    "given pose) clip at this fraction of that camera's near bound (LLFF's: the "
+                                    "0.1th percentile camera z of the frame-0 points in its view; 0 = off, the "
+                                    "training's near plane). Why: few views leave splats in mid-air that every "
+                                    "training view sees against the wall behind them, and a novel camera can sit "
+                                    "right behind them (basketball's held-out camera: grey fog over its view).")
     grad_clip_norm: float = option(1.0, "Clip gradients to this L2 norm (0 = off); see grad_clip_mode.")
     grad_clip_mode: str = option("global", "'global': all gradients together by one factor; 'gaussian': each "
                                  "Gaussian's gradient on its own (one exploding splat cannot shrink the others' "
@@ -233,6 +242,37 @@ def near_plane_units(near_plane: float, radius: float | None) -> float:
         raise UserError(f"near_plane {near_plane} is in scene radii but the scene radius is unknown (no "
                         "scene_radius in the training folder's source.json); retrain or set near_plane 0")
     return near_plane * radius
+
+
+NEAR_POINTS_FILE = "near_points.npy"
+NEAR_POINTS_MAX = 50_000
+
+
+def novel_view_near_plane(points: np.ndarray, cam: Any, fraction: float, floor: float) -> float:
+    """The near plane for a camera training did not use: ``fraction`` x its LLFF near bound (the 0.1th percentile
+    camera z of the ``points`` that project into its image), at least ``floor`` (the training's near plane, scene
+    units). ``floor`` when ``fraction`` <= 0 or no point is in view.
+
+    Args:
+        points: (P, 3) world points (the frame-0 points). cam: a ``Camera`` (world_to_camera, OpenCV, K in pixels).
+    """
+    from splatworks.scene.llff import NEAR_PERCENTILE
+
+    if fraction <= 0 or len(points) == 0:
+        return floor
+    uv, z = cam.project(np.asarray(points, dtype=np.float64))
+    seen = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+    if not seen.any():
+        return floor
+    return max(floor, fraction * float(np.percentile(z[seen], NEAR_PERCENTILE)))
+
+
+def write_near_points(out: Path, points: np.ndarray, seed: int = 0) -> None:
+    """Keep (at most ``NEAR_POINTS_MAX`` of) the frame-0 points with the model, for novel views' near bounds."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    if len(pts) > NEAR_POINTS_MAX:  # a random subset keeps the 0.1th percentile close (it is a quantile)
+        pts = pts[np.sort(np.random.default_rng(seed).choice(len(pts), NEAR_POINTS_MAX, replace=False))]
+    np.save(out / NEAR_POINTS_FILE, pts)
 
 
 def preset(name: str, **overrides: Any) -> SequentialConfig:
@@ -694,19 +734,21 @@ def frozen_rows_by_vote(means: torch.Tensor, views: FrameViews, dataset: Dynamic
 # ---- evaluation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, frame: int, cameras: list[str],
-                   cfg: SequentialConfig, background: torch.Tensor, *, near_plane: float) -> dict[str, float]:
+                   cfg: SequentialConfig, background: torch.Tensor, *, near_plane: float | Sequence[float]
+                   ) -> dict[str, float]:
     """PSNR / SSIM (all pixels) and PSNR on static pixels, averaged over ``cameras`` (the held-out ones);
-    ``near_plane`` in scene units (``near_plane_units``), the one training used."""
+    ``near_plane`` in scene units: one for all cameras, or one per camera (``novel_view_near_plane``)."""
     from splatworks.splat.metrics import mse_to_psnr, psnr, ssim
 
     if not cameras:
         return {}
     device = params["means"].device
     views = load_frame(dataset, frame, cameras, device)
+    planes = [near_plane] * len(cameras) if isinstance(near_plane, (int, float)) else list(near_plane)
     ps, ss, pst = [], [], []
     for c in range(len(cameras)):
         rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
-                             cfg.backend, near_plane=near_plane)
+                             cfg.backend, near_plane=planes[c])
         rgb = rgb.clamp(0, 1)
         ps.append(float(psnr(rgb, views.images[c])))
         ss.append(float(ssim(rgb, views.images[c])))
@@ -762,6 +804,8 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
         raise UserError("views_per_step must be at least 1 (training views per optimizer step)")
     if cfg.near_plane < 0:
         raise UserError("near_plane is in scene radii; use 0 (the rasterizer's default) or a value > 0")
+    if not 0 <= cfg.novel_view_near <= 1:
+        raise UserError("novel_view_near is a fraction of a camera's near bound: use 0 (off) to 1")
     if cfg.prune_max_scale <= 0 or cfg.prune_max_distance <= 0:
         raise UserError("prune_max_scale and prune_max_distance are multiples of the scene radius; use values > 0")
     if cfg.respawn and (cfg.respawn_mvs.window < 3 or cfg.respawn_mvs.window % 2 == 0 or cfg.respawn_iterations < 0
@@ -821,12 +865,16 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
     (out / "source.json").write_text(json.dumps({
         "dataset": str(Path(dataset.root).resolve()), "background": list(dataset.rig.background or (0.0, 0.0, 0.0)),
         "scene_centre": [float(x) for x in dataset.rig.camera_extent()[0]],
-        "scene_radius": float(dataset.rig.camera_extent()[1]), "fps": dataset.fps}, indent=1))
+        "scene_radius": float(dataset.rig.camera_extent()[1]), "fps": dataset.fps,
+        "train_cameras": list(dataset.train_camera_names)}, indent=1))
+    write_near_points(out, dataset.rig.points, cfg.seed)
     frames = dataset.frames[: cfg.max_frames] if cfg.max_frames > 0 else list(dataset.frames)
     cams, test = dataset.train_camera_names, list(dataset.test_cameras)
     centre_np, radius = dataset.rig.camera_extent()
     centre = torch.tensor(centre_np, dtype=torch.float32, device=device)
     near_plane = near_plane_units(cfg.near_plane, radius)  # every render below; `dynamic render` reads it back
+    test_near = [novel_view_near_plane(dataset.rig.points, dataset.rig.camera(name), cfg.novel_view_near, near_plane)
+                 for name in test]  # the held-out cameras' evaluation (SequenceReader.near_plane_for alike)
     background = torch.tensor(dataset.rig.background or (0.0, 0.0, 0.0), dtype=torch.float32, device=device)
     distill = _load_distillation(cfg, dataset, cams, device)
     rng = np.random.default_rng(cfg.seed)
@@ -940,7 +988,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                      "n_gaussians": len(chain.ids), "n_dynamic": int((~chain.frozen).sum()),
                      "frame_bytes_pt": frame_file(out, frame).stat().st_size})
         line["frame_wall_s"] = round(time.perf_counter() - t_frame, 4)  # all of this frame but the evaluation
-        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background, near_plane=near_plane))
+        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background, near_plane=test_near))
         with open(out / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(line) + "\n")
         done = done + [frame]
