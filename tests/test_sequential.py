@@ -740,6 +740,7 @@ def test_novel_view_near_clips_the_held_out_camera_not_the_training_ones(rig, ru
     on = evaluate_sequence(out, rig, device="cpu")
     off = _basketball_bench().evaluate_without_novel_near(out, rig)
     assert seq.load_config(out).novel_view_near == 0.8 and off["psnr_mean"] < on["psnr_mean"]  # the plant costs
+    assert on["near_plane"] == pytest.approx(auto) and off["near_plane"] == pytest.approx(reader.near_plane)
     seq.to_json(cfg, out / "config.json")  # novel_view_near off: the plant shows
     assert not np.array_equal(np.stack(list(render_frames(out, held, frames, device="cpu"))), before)
     assert evaluate_sequence(out, rig, device="cpu")["psnr_mean"] == pytest.approx(off["psnr_mean"])

@@ -58,7 +58,8 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
 
     Returns {"camera", "frames", "psnr": [...], "ssim": [...], "psnr_static": [...], "psnr_dynamic": [...],
     "psnr_mean", "ssim_mean", "psnr_static_mean", "psnr_dynamic_mean", "flicker", "flicker_levels" (flicker x 255),
-    "drift_db_per_frame"}. ``psnr_dynamic`` is over the frame's dynamic (black) mask pixels: how well moving
+    "drift_db_per_frame", "near_plane" (scene units: where the camera's renders clipped, ``SequenceReader.near_plane_for``)}.
+    ``psnr_dynamic`` is over the frame's dynamic (black) mask pixels: how well moving
     objects are followed, which the whole-image PSNR hides when they cover a few percent of the view (NaN for a
     frame with none).
     """
@@ -74,6 +75,9 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
     if not frames:
         raise UserError(f"no trained frames in {train_dir}")
     cam = dataset.rig.camera(camera)
+    from splatworks.dynamic.render import SequenceReader
+
+    near_plane = SequenceReader(train_dir, "cpu").near_plane_for(cam)  # reads json and points only
     rendered = np.stack(list(render_frames(train_dir, cam, frames, device=device)))  # (T, H, W, 3) float
     truth = np.stack([load_image(dataset.image_path(camera, f)) for f in frames])
     static = static_pixels(dataset, camera, frames)
@@ -93,7 +97,7 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
             "psnr_static_mean": float(np.nanmean(pst)) if np.isfinite(pst).any() else float("nan"),
             "psnr_dynamic_mean": float(np.nanmean(pdy)) if np.isfinite(pdy).any() else float("nan"),
             "flicker": flicker, "flicker_levels": flicker * 255.0, "drift_db_per_frame": psnr_drift(ps),
-            "static_pixel_fraction": float(static.mean())}
+            "static_pixel_fraction": float(static.mean()), "near_plane": near_plane}
 
 
 def _frame_static(dataset: DynamicDataset, camera: str, frame: int, shape: tuple[int, int]) -> np.ndarray:

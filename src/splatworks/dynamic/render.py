@@ -41,11 +41,20 @@ class SequenceReader:
         self.config = seq.load_config(self.dir)
         self.device = torch.device(device)
         self.frames = seq.trained_frames(self.dir)
-        static_path = self.dir / seq.STATIC_FILE
-        self.static = torch.load(static_path, map_location=self.device) if static_path.exists() else None
+        self._static: dict[str, torch.Tensor] | None = None  # loaded on first use (near planes need none of it)
         src = self.dir / SOURCE_FILE
         self.source = json.loads(src.read_text()) if src.exists() else {}
         self._near_points: np.ndarray | None = None
+
+    @property
+    def static(self) -> dict[str, torch.Tensor] | None:
+        """The frozen static layer (``static.pt``), None when training froze none."""
+        from splatworks.dynamic import sequential as seq
+
+        path = self.dir / seq.STATIC_FILE
+        if self._static is None and path.exists():
+            self._static = torch.load(path, map_location=self.device)
+        return self._static
 
     @property
     def background(self) -> torch.Tensor:
