@@ -249,30 +249,27 @@ NEAR_POINTS_MAX = 50_000
 
 
 def novel_view_near_plane(points: np.ndarray, cam: Any, fraction: float, floor: float) -> float:
-    """The near plane for a camera training did not use: ``fraction`` x its LLFF near bound (the 0.1th percentile
-    camera z of the ``points`` that project into its image), at least ``floor`` (the training's near plane, scene
-    units). ``floor`` when ``fraction`` <= 0 or no point is in view.
+    """The near plane for a camera training did not use: ``fraction`` x its LLFF near bound (``scene.llff``'s
+    ``view_near_bound``: the 0.1th percentile camera z of the ``points`` in its view), at least ``floor`` (the
+    training's near plane, scene units). ``floor`` when ``fraction`` <= 0 or no point is in view.
 
     Args:
         points: (P, 3) world points (the frame-0 points). cam: a ``Camera`` (world_to_camera, OpenCV, K in pixels).
     """
-    from splatworks.scene.llff import NEAR_PERCENTILE
+    from splatworks.scene.llff import view_near_bound
 
-    if fraction <= 0 or len(points) == 0:
-        return floor
-    uv, z = cam.project(np.asarray(points, dtype=np.float64))
-    seen = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
-    if not seen.any():
-        return floor
-    return max(floor, fraction * float(np.percentile(z[seen], NEAR_PERCENTILE)))
+    bound = view_near_bound(cam, points) if fraction > 0 else None
+    return floor if bound is None else max(floor, fraction * bound)
 
 
-def write_near_points(out: Path, points: np.ndarray, seed: int = 0) -> None:
-    """Keep (at most ``NEAR_POINTS_MAX`` of) the frame-0 points with the model, for novel views' near bounds."""
+def write_near_points(out: Path, points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Keep (at most ``NEAR_POINTS_MAX`` of) the frame-0 points with the model, for novel views' near bounds;
+    returns the (P', 3) float32 points written (what ``SequenceReader.near_plane_for`` will read back)."""
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     if len(pts) > NEAR_POINTS_MAX:  # a random subset keeps the 0.1th percentile close (it is a quantile)
         pts = pts[np.sort(np.random.default_rng(seed).choice(len(pts), NEAR_POINTS_MAX, replace=False))]
     np.save(out / NEAR_POINTS_FILE, pts)
+    return pts
 
 
 def preset(name: str, **overrides: Any) -> SequentialConfig:
@@ -734,21 +731,20 @@ def frozen_rows_by_vote(means: torch.Tensor, views: FrameViews, dataset: Dynamic
 # ---- evaluation ------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_frame(params: dict[str, torch.Tensor], dataset: DynamicDataset, frame: int, cameras: list[str],
-                   cfg: SequentialConfig, background: torch.Tensor, *, near_plane: float | Sequence[float]
+                   cfg: SequentialConfig, background: torch.Tensor, *, near_planes: Sequence[float]
                    ) -> dict[str, float]:
     """PSNR / SSIM (all pixels) and PSNR on static pixels, averaged over ``cameras`` (the held-out ones);
-    ``near_plane`` in scene units: one for all cameras, or one per camera (``novel_view_near_plane``)."""
+    ``near_planes``: one per camera, in scene units (``novel_view_near_plane``)."""
     from splatworks.splat.metrics import mse_to_psnr, psnr, ssim
 
     if not cameras:
         return {}
     device = params["means"].device
     views = load_frame(dataset, frame, cameras, device)
-    planes = [near_plane] * len(cameras) if isinstance(near_plane, (int, float)) else list(near_plane)
     ps, ss, pst = [], [], []
     for c in range(len(cameras)):
         rgb, _ = render_view(params, views.viewmats[c], views.Ks[c], views.sizes[c], cfg.sh_degree, background,
-                             cfg.backend, near_plane=planes[c])
+                             cfg.backend, near_plane=near_planes[c])
         rgb = rgb.clamp(0, 1)
         ps.append(float(psnr(rgb, views.images[c])))
         ss.append(float(ssim(rgb, views.images[c])))
@@ -867,14 +863,15 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
         "scene_centre": [float(x) for x in dataset.rig.camera_extent()[0]],
         "scene_radius": float(dataset.rig.camera_extent()[1]), "fps": dataset.fps,
         "train_cameras": list(dataset.train_camera_names)}, indent=1))
-    write_near_points(out, dataset.rig.points, cfg.seed)
+    near_points = write_near_points(out, dataset.rig.points, cfg.seed)
     frames = dataset.frames[: cfg.max_frames] if cfg.max_frames > 0 else list(dataset.frames)
     cams, test = dataset.train_camera_names, list(dataset.test_cameras)
     centre_np, radius = dataset.rig.camera_extent()
     centre = torch.tensor(centre_np, dtype=torch.float32, device=device)
     near_plane = near_plane_units(cfg.near_plane, radius)  # every render below; `dynamic render` reads it back
-    test_near = [novel_view_near_plane(dataset.rig.points, dataset.rig.camera(name), cfg.novel_view_near, near_plane)
-                 for name in test]  # the held-out cameras' evaluation (SequenceReader.near_plane_for alike)
+    # The held-out cameras' evaluation: from the points as saved, so `dynamic eval` (SequenceReader) clips the same.
+    test_near = [novel_view_near_plane(near_points, dataset.rig.camera(name), cfg.novel_view_near, near_plane)
+                 for name in test]
     background = torch.tensor(dataset.rig.background or (0.0, 0.0, 0.0), dtype=torch.float32, device=device)
     distill = _load_distillation(cfg, dataset, cams, device)
     rng = np.random.default_rng(cfg.seed)
@@ -988,7 +985,7 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
                      "n_gaussians": len(chain.ids), "n_dynamic": int((~chain.frozen).sum()),
                      "frame_bytes_pt": frame_file(out, frame).stat().st_size})
         line["frame_wall_s"] = round(time.perf_counter() - t_frame, 4)  # all of this frame but the evaluation
-        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background, near_plane=test_near))
+        line.update(evaluate_frame(chain.params, dataset, frame, test, cfg, background, near_planes=test_near))
         with open(out / METRICS_FILE, "a") as fh:
             fh.write(json.dumps(line) + "\n")
         done = done + [frame]

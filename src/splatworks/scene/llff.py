@@ -111,6 +111,21 @@ def read_llff(path: str | Path, image_dir: str | Path | None = None, names: list
                                                           "llff_bounds": bounds})
 
 
+def points_in_view(cam: Camera, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) camera z of ``points`` (P, 3) world and (P,) bool: in front of ``cam`` and projecting inside its image."""
+    uv, z = cam.project(points)
+    return z, (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
+
+
+def view_near_bound(cam: Camera, points: np.ndarray) -> float | None:
+    """LLFF's near bound of one camera from the points in its view (``NEAR_PERCENTILE`` of their camera z); None
+    when no point is in view. ``depth_bounds`` does the same for every camera of a scene."""
+    if not len(points):
+        return None
+    z, seen = points_in_view(cam, np.asarray(points, dtype=np.float64))
+    return float(np.percentile(z[seen], NEAR_PERCENTILE)) if seen.any() else None
+
+
 def depth_bounds(scene: Scene, visibility: np.ndarray | None = None) -> np.ndarray:
     """(N, 2) near/far per camera (scene order): LLFF's percentiles of the visible sparse points' depths.
 
@@ -126,11 +141,9 @@ def depth_bounds(scene: Scene, visibility: np.ndarray | None = None) -> np.ndarr
     for i, cam in enumerate(scene.cameras):
         if not len(pts):
             break
-        uv, z = cam.project(pts)
+        z, seen = points_in_view(cam, pts)
         if visibility is not None:
             seen = np.asarray(visibility, dtype=bool)[:, i] & (z > 0)
-        else:
-            seen = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] < cam.height)
         if seen.any():
             out[i] = np.percentile(z[seen], NEAR_PERCENTILE), np.percentile(z[seen], FAR_PERCENTILE)
     missing = ~np.isfinite(out[:, 0])
