@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {summary['frames_trained']} frames | frame 0 {summary['frame0_s']:.1f} s | "
           f"{summary['per_frame_s_mean'] or 0:.2f} s/frame ({summary['per_frame_wall_s_mean'] or 0:.2f} s wall) | PSNR {ev['psnr_mean']:.2f} dB | SSIM {ev['ssim_mean']:.3f} | "
           f"static PSNR {ev['psnr_static_mean']:.2f} dB | moving-pixel PSNR {ev['psnr_dynamic_mean']:.2f} dB | "
-          f"train loss {lines[-1].get('loss_final', float('nan')):.4f} | flicker {ev['flicker_levels']:+.2f}/255 | "
+          f"train loss {lines[-1].get('loss_final', float('nan')):.4f} | flicker {ev['flicker_levels']:+.2f}/255 "
+          f"(frame to frame {ev['frame_to_frame_levels']:+.2f}) | "
           f"drift {ev['drift_db_per_frame']:+.4f} dB/frame | {m['bytes']['per_frame_mean'] / 1e6:.2f} MB/frame "
           f"(static {m['bytes']['static'] / 1e6:.1f} MB) |")
     return 0

@@ -478,7 +478,7 @@ def test_export_4d_static_layer_once_and_dynamic_per_frame(rig, run_frozen, tmp_
 
 
 def test_temporal_metrics_on_known_videos():
-    from splatworks.dynamic.metrics4d import background_flicker, psnr_drift
+    from splatworks.dynamic.metrics4d import background_flicker, frame_to_frame_change, psnr_drift
 
     rng = np.random.default_rng(0)
     truth = np.full((8, 6, 5, 3), 0.5)
@@ -487,6 +487,12 @@ def test_temporal_metrics_on_known_videos():
     assert background_flicker(truth, truth, static) == 0.0
     assert 0.012 < background_flicker(noisy, truth, static) < 0.025
     assert background_flicker(truth, noisy, static) < 0
+    # a slow fade (0.01 per frame) has as much flicker as the noise but a quarter of its frame-to-frame change
+    fade = truth + 0.01 * np.arange(8)[:, None, None, None]
+    assert background_flicker(fade, truth, static) == pytest.approx(0.01 * np.arange(8).std())
+    assert frame_to_frame_change(fade, truth, static) == pytest.approx(0.01)
+    assert frame_to_frame_change(noisy, truth, static) == pytest.approx(0.02 * 2 / np.sqrt(np.pi), rel=0.25)
+    assert frame_to_frame_change(truth, truth, static) == 0.0
     assert psnr_drift([30.0 - 0.01 * i for i in range(10)]) == pytest.approx(-0.01)
 
 
@@ -499,6 +505,7 @@ def test_evaluate_sequence_and_cli(rig, run_frozen, tmp_path):
     assert res["camera"] == rig.test_cameras[0] and len(res["psnr"]) == len(rig.frames)
     assert res["psnr"] == pytest.approx([l["psnr"] for l in lines], abs=1e-3)  # same numbers as training logged
     assert np.isfinite(res["flicker"]) and np.isfinite(res["drift_db_per_frame"])
+    assert np.isfinite(res["frame_to_frame_levels"])
     # Moving-pixel PSNR of the last frame, recomputed from its render and its mask.
     from splatworks.dynamic.render import render_frames
 

@@ -4,6 +4,9 @@
 - **Background flicker**: mean over static pixels of the temporal std of the rendered video, minus the same for
   the ground-truth video (colour in [0, 1]; 1/255 = one 8-bit level). Static pixels = static (white) in the
   camera's mask at every frame; without masks, every pixel.
+  Slow change counts as much as shimmer here (splats that fade over 50 frames raise the std), so
+  ``frame_to_frame`` is reported beside it: the mean absolute change between consecutive frames over the same
+  pixels, rendered minus ground truth. High flicker with low frame-to-frame change is slow change, not jitter.
 - **Drift**: least-squares slope of per-frame PSNR over frame index, dB/frame.
 
 Shapes: T frames, H x W pixels; videos (T, H, W, 3) float in [0, 1].
@@ -29,6 +32,22 @@ def background_flicker(rendered: np.ndarray, truth: np.ndarray, static: np.ndarr
     std_r = rendered.astype(np.float64).std(axis=0).mean(axis=-1)[static].mean()
     std_t = truth.astype(np.float64).std(axis=0).mean(axis=-1)[static].mean()
     return float(std_r - std_t)
+
+
+def frame_to_frame_change(rendered: np.ndarray, truth: np.ndarray, static: np.ndarray) -> float:
+    """Mean absolute change between consecutive frames of ``rendered`` (T, H, W, 3) over ``static`` (H, W) pixels
+    (mean over RGB) minus that of ``truth``: jitter, without the slow changes that ``background_flicker`` counts."""
+    if rendered.shape != truth.shape:
+        raise ValueError(f"rendered {rendered.shape} and ground truth {truth.shape} differ in shape")
+    if not static.any() or len(rendered) < 2:
+        return float("nan")
+
+    def change(video: np.ndarray) -> float:
+        # frame by frame: a float64 copy of the whole clip would take 2 GB at 150 x 640 x 360
+        steps = [np.abs(b.astype(np.float64) - a).mean(axis=-1)[static].mean() for a, b in zip(video, video[1:])]
+        return float(np.mean(steps))
+
+    return change(rendered) - change(truth)
 
 
 def psnr_drift(per_frame_psnr: list[float] | np.ndarray) -> float:
@@ -58,7 +77,7 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
 
     Returns {"camera", "frames", "psnr": [...], "ssim": [...], "psnr_static": [...], "psnr_dynamic": [...],
     "psnr_mean", "ssim_mean", "psnr_static_mean", "psnr_dynamic_mean", "flicker", "flicker_levels" (flicker x 255),
-    "drift_db_per_frame", "near_plane" (scene units: where the camera's renders clipped, ``SequenceReader.near_plane_for``)}.
+    "frame_to_frame_levels" (``frame_to_frame_change`` x 255), "drift_db_per_frame", "near_plane" (scene units: where the camera's renders clipped, ``SequenceReader.near_plane_for``)}.
     ``psnr_dynamic`` is over the frame's dynamic (black) mask pixels: how well moving
     objects are followed, which the whole-image PSNR hides when they cover a few percent of the view (NaN for a
     frame with none).
@@ -96,8 +115,10 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
             "psnr_mean": float(np.mean(ps)), "ssim_mean": float(np.mean(ss)),
             "psnr_static_mean": float(np.nanmean(pst)) if np.isfinite(pst).any() else float("nan"),
             "psnr_dynamic_mean": float(np.nanmean(pdy)) if np.isfinite(pdy).any() else float("nan"),
-            "flicker": flicker, "flicker_levels": flicker * 255.0, "drift_db_per_frame": psnr_drift(ps),
-            "static_pixel_fraction": float(static.mean()), "near_plane": near_plane}
+            "flicker": flicker, "flicker_levels": flicker * 255.0,
+            "frame_to_frame_levels": frame_to_frame_change(rendered, truth, static) * 255.0,
+            "drift_db_per_frame": psnr_drift(ps), "static_pixel_fraction": float(static.mean()),
+            "near_plane": near_plane}
 
 
 def _frame_static(dataset: DynamicDataset, camera: str, frame: int, shape: tuple[int, int]) -> np.ndarray:

@@ -210,7 +210,20 @@ class SequentialConfig:
     respawn_mvs: DenseConfig = option(factory=lambda: DenseConfig(num_depths=48, min_consistent=1, max_points=0),
                                       help="Respawn: plane-sweep MVS on the moving pixels (fewer depth planes and "
                                       "one agreeing view: a few hundred points are enough, and fast)")
-    respawn_dilation: int = option(4, "Respawn: pixels by which dynamic mask regions grow for MVS.")
+    respawn_dilation: int = option(4, "Respawn: pixels by which dynamic mask regions grow (for MVS, the hull, and "
+                                   "the margin around them that carving leaves alone).")
+    respawn_points: str = option("mvs", "Respawn: where new splats go. 'mvs' = plane-sweep depth of the moving "
+                                 "pixels (respawn_mvs); 'hull' = voxels in the visual hull of the frame's dynamic "
+                                 "masks (depth from every view's silhouette at once).", choices=("mvs", "hull"))
+    respawn_hull_voxel: float = option(0.01, "Respawn (hull): voxel edge, in scene radii.")
+    respawn_hull_views: int = option(8, "Respawn (hull): training views that must see a voxel for it to count "
+                                     "(8 of basketball's 11: with respawn_dilation 2, 89-99 % of the hull's points "
+                                     "land on the players in the held-out camera, 85-96 % of MVS's; BENCHMARKS.md, "
+                                     "session 8).")
+    respawn_carve: bool = option(False, "Respawn: rows left behind by a moving object (outside the frame's visual "
+                                 "hull in respawn_carve_views views) fade at once and are recycled first.")
+    respawn_carve_views: int = option(2, "Respawn (carving): training views in which a row's centre must land on "
+                                      "static pixels, respawn_dilation px clear of any moving one, to be left behind.")
     backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
                           choices=("auto", "gsplat", "torch"))
     device: str = option("auto", "torch device: cuda, cpu or auto.")
@@ -808,6 +821,10 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
                         or not 0.0 < cfg.respawn_mvs.scale <= 1.0):
         raise UserError("respawn needs an odd respawn_mvs.window >= 3, respawn_iterations >= 0 and "
                         "0 < respawn_mvs.scale <= 1; fix those settings")
+    if cfg.respawn and (cfg.respawn_hull_voxel <= 0 or min(cfg.respawn_hull_views, cfg.respawn_carve_views) < 1
+                        or cfg.respawn_dilation < 0):
+        raise UserError("respawn needs respawn_hull_voxel > 0 (scene radii), respawn_hull_views >= 1, "
+                        "respawn_carve_views >= 1 and respawn_dilation >= 0; fix those settings")
     if cfg.depth == "distill" and not cfg.depth_file:
         raise UserError("--depth distill needs --depth-file all_depth.npy (from `splatworks depth export`)")
 

@@ -161,7 +161,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(text)
     print(f"{res['camera']}: PSNR {res['psnr_mean']:.2f} dB, SSIM {res['ssim_mean']:.4f}, static PSNR "
-          f"{res['psnr_static_mean']:.2f} dB, moving-pixel PSNR {res['psnr_dynamic_mean']:.2f} dB, flicker {res['flicker_levels']:+.3f}/255, drift "
+          f"{res['psnr_static_mean']:.2f} dB, moving-pixel PSNR {res['psnr_dynamic_mean']:.2f} dB, flicker {res['flicker_levels']:+.3f}/255 "
+          f"(frame to frame {res['frame_to_frame_levels']:+.3f}/255), drift "
           f"{res['drift_db_per_frame']:+.4f} dB/frame (rendered with near plane {res['near_plane']:.3g} scene units)")
     return 0
 

@@ -1,0 +1,32 @@
+# Issue 7, following the moving people (session 8, not run yet): 150 basketball frames from ONE frame 0, continued
+# three times side by side on the GPU (per-frame times are upper bounds of a run alone):
+#   d     = every default;
+#   hull  = + --respawn with respawn_points=hull and respawn_carve (rows left outside the visual hull of the frame's
+#           masks fade at once and are recycled, with the faded rows, into hull voxels on uncovered moving pixels);
+#   hullk = + --respawn with respawn_points=hull, without carving.
+# Then each run's export sizes, held-out video, per-frame moving/static PSNR and respawn counts. Three runs sharing
+# the GPU take about 15 minutes after frame 0: one start call and one or two polls.
+#   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_hull_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
+source benchmarks/device/lib_bb.sh; bb_setup
+F=150 bb_run base 900 --set max_frames=1
+for n in d hull hullk; do bb_from_frame0 $n base; done
+F=150 bb_run d 1700 > /tmp/v_d.out 2>&1 &
+F=150 bb_run hull 1700 --set respawn=true respawn_points=hull respawn_carve=true respawn_dilation=2 > /tmp/v_hull.out 2>&1 &
+F=150 bb_run hullk 1700 --set respawn=true respawn_points=hull respawn_dilation=2 > /tmp/v_hullk.out 2>&1 &
+wait
+for n in d hull hullk; do echo "== $n"; grep -E "^\||rc=" /tmp/v_$n.out | tail -2
+  cp /tmp/v/$n/heldout.mp4 $OUT/heldout_$n.mp4; cp /tmp/v/$n/summary.json /tmp/v/summary_$n.json
+  python3 benchmarks/delta_sizes.py /tmp/v/$n/train -o /tmp/v/delta_$n.json | tail -4
+  python3 -c "import json; e=json.load(open('/tmp/v/$n/summary.json'))['eval']; print('psnr_dynamic', [round(x,2) for x in e['psnr_dynamic'][::10]], 'psnr_static', [round(x,2) for x in e['psnr_static'][::10]])"
+done
+python3 - <<'PY'
+import json
+for run in ("hull", "hullk"):
+    for line in open(f"/tmp/v/{run}/train/metrics.jsonl"):
+        m = json.loads(line)
+        if m["frame"] % 10 == 1:
+            print(run, m["frame"], m.get("seconds"), {k: v for k, v in m.items() if k.startswith("respawn_")})
+PY
+tar czf $OUT/hull150.tgz /tmp/v_*.log /tmp/v_*.out /tmp/v/*/train/metrics.jsonl /tmp/v/summary_*.json \
+  /tmp/v/delta_*.json 2>/dev/null
+ls -la $OUT; date -u
