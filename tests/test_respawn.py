@@ -322,3 +322,41 @@ def test_hull_points_land_on_the_moving_objects_in_the_held_out_camera(rig):
     assert score["moving_px"] > 0 and score["in_view"] > 0
     assert score["precision"] > 0.9 and score["recall"] > 0.9
     assert off["precision"] < score["precision"] - 0.3
+
+
+@pytest.fixture(scope="module")
+def fast_rig(tmp_path_factory):
+    """The rig filmed at 3 instants of an 8-frame clip: the sphere jumps 2.5x its radius per frame, the box about
+    its size; frame 0 trained once (300 iterations)."""
+    root = tmp_path_factory.mktemp("fast")
+    rig = make_tiny_dataset(root / "rig", n_frames=3, timeline=8)
+    seq.train_sequence(rig, root / "f0", _fast_cfg(max_frames=1))
+    return rig, root / "f0"
+
+
+def _fast_cfg(**kw) -> seq.SequentialConfig:
+    base = dict(iterations_first_frame=300, iterations_per_frame=100, early_stop=False, converged_loss_ratio=0.0,
+                device="cpu", backend="torch", sh_degree=0)
+    return seq.preset("tiny", **{**base, **kw})
+
+
+def test_hull_respawn_with_carving_follows_fast_motion(fast_rig, tmp_path):
+    """Frames 1-2 of the fast rig from the same frame 0: with the defaults the moving objects are lost (their
+    splats cannot reach where the objects went), with hull respawn + carving the left-behind rows are recycled
+    into the objects' new places; scored on the held-out camera's moving pixels (dynamic eval)."""
+    import shutil
+
+    from splatworks.dynamic.metrics4d import evaluate_sequence
+
+    rig, frame0 = fast_rig
+    moving = {}
+    for name, kw in (("default", {}), ("hull+carve", dict(respawn=True, respawn_points="hull", respawn_carve=True,
+                                                            respawn_hull_views=2, respawn_dilation=1))):
+        out = tmp_path / name.replace("+", "_")
+        shutil.copytree(frame0, out)
+        lines = seq.train_sequence(rig, out, _fast_cfg(**kw), resume=True)
+        moving[name] = evaluate_sequence(out, rig, device="cpu")["psnr_dynamic"][1:]
+        if kw:
+            assert all(ln["respawn_n_carved"] > 0 and ln["respawn_n_respawned"] > 0 for ln in lines)
+    print("moving-pixel PSNR, frames 1-2", moving)
+    assert np.mean(moving["hull+carve"]) > np.mean(moving["default"]) + 1.5   # measured 13.8/14.1 -> 16.9/18.3 dB
