@@ -2,7 +2,7 @@
 # three times side by side on the GPU (per-frame times are upper bounds of a run alone):
 #   d     = every default;
 #   hull  = + --respawn with respawn_points=hull and respawn_carve (rows left outside the visual hull of the frame's
-#           masks fade at once and are recycled, with the faded rows, into hull voxels on uncovered moving pixels);
+#           masks fade at once; they and the faded rows may be recycled into hull voxels on uncovered moving pixels);
 #   hullk = + --respawn with respawn_points=hull, without carving.
 # Then each run's export sizes, held-out video, per-frame moving/static PSNR and respawn counts. Three runs sharing
 # the GPU take about 15 minutes after frame 0: one start call and one or two polls.

@@ -20,8 +20,8 @@ out and the object is missing at its new position. After frame t's optimisation 
 
 With ``respawn_carve`` the dead rows also include the ghosts: non-frozen rows whose centre lands on static pixels
 (farther than ``respawn_dilation`` px from any dynamic one) in at least ``respawn_carve_views`` training views, i.e.
-outside the moving objects' visual hull, where an object WAS. They fade at once (and are recycled first) instead of
-over tens of frames, which the held-out camera sees as background flicker.
+outside the moving objects' visual hull, where an object WAS. They fade at once, instead of over tens of frames,
+and join the dead rows that this step recycles.
 
 The Gaussian COUNT is unchanged (the 4D export cannot add rows after frame 0); a recycled row is simply a full
 record in that frame's delta, and later frames move or fade it like any other dynamic row.

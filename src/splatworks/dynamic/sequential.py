@@ -221,7 +221,7 @@ class SequentialConfig:
                                      "land on the players in the held-out camera, 85-96 % of MVS's; BENCHMARKS.md, "
                                      "session 8).")
     respawn_carve: bool = option(False, "Respawn: rows left behind by a moving object (outside the frame's visual "
-                                 "hull in respawn_carve_views views) fade at once and are recycled first.")
+                                 "hull in respawn_carve_views views) fade at once and may be recycled.")
     respawn_carve_views: int = option(2, "Respawn (carving): training views in which a row's centre must land on "
                                       "static pixels, respawn_dilation px clear of any moving one, to be left behind.")
     backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
