@@ -4,11 +4,15 @@
 #   hull  = + --respawn with respawn_points=hull and respawn_carve (rows left outside the visual hull of the frame's
 #           masks fade at once; they and the faded rows may be recycled into hull voxels on uncovered moving pixels);
 #   hullk = + --respawn with respawn_points=hull, without carving.
-# Then each run's export sizes, held-out video, per-frame moving/static PSNR and respawn counts. Three runs sharing
-# the GPU take about 15 minutes after frame 0: one start call and one or two polls.
+# The GPU tests (test_respawn's CUDA/CPU hull check included) run beside frame 0. Then each run's export sizes,
+# held-out video, per-frame moving/static PSNR and respawn counts. Three runs sharing the GPU take about 15 minutes
+# after frame 0: one start call and one or two polls.
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_hull_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
 source benchmarks/device/lib_bb.sh; bb_setup
+timeout 400 python3 -m pytest tests/test_sequential.py tests/test_depth.py tests/test_splat_parity.py \
+  tests/test_respawn.py -m gpu -q -p no:cacheprovider -rs > $OUT/gpu_tests.txt 2>&1 &
 F=150 bb_run base 900 --set max_frames=1
+wait; tail -3 $OUT/gpu_tests.txt
 for n in d hull hullk; do bb_from_frame0 $n base; done
 F=150 bb_run d 1700 > /tmp/v_d.out 2>&1 &
 F=150 bb_run hull 1700 --set respawn=true respawn_points=hull respawn_carve=true respawn_dilation=2 > /tmp/v_hull.out 2>&1 &
