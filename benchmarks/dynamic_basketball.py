@@ -80,19 +80,11 @@ def near_plane_probe(train_dir: Path, ds: DynamicDataset) -> dict:
 
 def evaluate_without_novel_near(train_dir: Path, ds: DynamicDataset) -> dict:
     """``evaluate_sequence`` of the same models with ``novel_view_near`` off (the held-out camera clipped at the
-    training's near plane), for the with/without comparison; the run's config.json is restored afterwards."""
-    from dataclasses import replace
-
-    from splatworks.config import to_json
+    training's near plane), for the with/without comparison."""
     from splatworks.dynamic.metrics4d import evaluate_sequence
+    from splatworks.dynamic.render import SequenceReader
 
-    path = train_dir / "config.json"
-    original = path.read_text()
-    try:
-        to_json(replace(seq.load_config(train_dir), novel_view_near=0.0), path)
-        return evaluate_sequence(train_dir, ds)
-    finally:
-        path.write_text(original)
+    return evaluate_sequence(train_dir, ds, near_plane=SequenceReader(train_dir, "cpu").near_plane)
 
 
 def probe_line(probe: dict) -> str:

@@ -72,12 +72,15 @@ def static_pixels(dataset: DynamicDataset, camera: str, frames: list[int]) -> np
 
 
 def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: str | None = None,
-                      frames: list[int] | None = None, device: str = "auto") -> dict[str, Any]:
-    """Render ``camera`` (default: the first held-out camera) over the trained frames and score it.
+                      frames: list[int] | None = None, device: str = "auto",
+                      near_plane: float | None = None) -> dict[str, Any]:
+    """Render ``camera`` (default: the first held-out camera) over the trained frames and score it; ``near_plane``
+    (scene units) overrides where its renders clip (default ``SequenceReader.near_plane_for``).
 
     Returns {"camera", "frames", "psnr": [...], "ssim": [...], "psnr_static": [...], "psnr_dynamic": [...],
     "psnr_mean", "ssim_mean", "psnr_static_mean", "psnr_dynamic_mean", "flicker", "flicker_levels" (flicker x 255),
-    "frame_to_frame_levels" (``frame_to_frame_change`` x 255), "drift_db_per_frame", "near_plane" (scene units: where the camera's renders clipped, ``SequenceReader.near_plane_for``)}.
+    "frame_to_frame_levels" (``frame_to_frame_change`` x 255), "drift_db_per_frame", "near_plane" (scene units:
+    where the camera's renders clipped)}.
     ``psnr_dynamic`` is over the frame's dynamic (black) mask pixels: how well moving
     objects are followed, which the whole-image PSNR hides when they cover a few percent of the view (NaN for a
     frame with none).
@@ -96,8 +99,9 @@ def evaluate_sequence(train_dir: str | Path, dataset: DynamicDataset, camera: st
     cam = dataset.rig.camera(camera)
     from splatworks.dynamic.render import SequenceReader
 
-    near_plane = SequenceReader(train_dir, "cpu").near_plane_for(cam)  # reads json and points only
-    rendered = np.stack(list(render_frames(train_dir, cam, frames, device=device)))  # (T, H, W, 3) float
+    if near_plane is None:
+        near_plane = SequenceReader(train_dir, "cpu").near_plane_for(cam)  # reads json and points only
+    rendered = np.stack(list(render_frames(train_dir, cam, frames, device=device, near_plane=near_plane)))  # (T,H,W,3)
     truth = np.stack([load_image(dataset.image_path(camera, f)) for f in frames])
     static = static_pixels(dataset, camera, frames)
     ps, ss, pst, pdy = [], [], [], []

@@ -145,14 +145,14 @@ def camera_with_pose(base: Camera, world_to_camera: np.ndarray) -> Camera:
 
 @torch.no_grad()
 def render_frames(train_dir: str | Path, cam: Camera, frames: Iterable[int], device: str = "auto",
-                  backend: str | None = None) -> Iterator[np.ndarray]:
+                  backend: str | None = None, near_plane: float | None = None) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) float32 renderings in [0, 1] of ``cam`` for each of ``frames`` (``SequenceReader.render``:
-    the training's background, SH degree and near plane)."""
+    the training's background and SH degree; near plane ``near_plane`` in scene units, default ``near_plane_for``)."""
     from splatworks.dynamic.sequential import resolve_device
 
     reader = SequenceReader(train_dir, resolve_device(device))
     for f in frames:
-        yield reader.render(f, cam, backend).colors[0].clamp(0, 1).cpu().numpy()
+        yield reader.render(f, cam, backend, near_plane=near_plane).colors[0].clamp(0, 1).cpu().numpy()
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
