@@ -242,6 +242,40 @@ def test_ghost_rows_are_the_rows_outside_the_hull(rig):
     assert len(rsp.ghost_rows(params, frozen, views, margin=2, min_views=len(views.names) + 1)) == 0
 
 
+def test_carving_by_colour_keeps_rows_that_match_the_static_pixels(rig):
+    """Rows on the static room's surface (the rig's 300 surface points) that are not frozen, as the floor under a
+    person's path is not: with their colour taken from the images they stay under ``colour_threshold``, and the
+    same rows with the opposite colour (a person's splats left on that spot) are carved."""
+    from splatworks.splat.gaussians import rgb_to_sh0
+
+    views = seq.load_frame(rig, rig.frames[1], rig.train_camera_names, torch.device("cpu"))
+    pts = torch.as_tensor(rig.rig.points, dtype=torch.float32)
+    n = len(pts)
+    samples = torch.full((len(views.names), n, 3), float("nan"))
+    for c, (w, h) in enumerate(views.sizes):
+        col, row, inside = seq.project_centres(pts, views.viewmats[c], views.Ks[c], w, h)
+        on = inside & views.static[c][row, col]
+        samples[c, on] = views.images[c][row[on], col[on]]
+    colour = torch.nan_to_num(torch.nanmedian(samples, dim=0).values, nan=0.5)
+
+    def rows(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"means": pts.clone(), "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
+                "scales": torch.full((n, 3), -3.0), "opacities": torch.full((n,), 3.0),
+                "sh0": rgb_to_sh0(rgb)[:, None, :], "shN": torch.zeros(n, 0, 3)}
+
+    params = _cat(rows(colour), rows(1.0 - colour))
+    frozen = torch.zeros(2 * n, dtype=torch.bool)
+    by_place = rsp.ghost_rows(params, frozen, views, margin=1, min_views=2)
+    by_colour = rsp.ghost_rows(params, frozen, views, margin=1, min_views=2, colour_threshold=0.1)
+    floor_clear, odd_clear = int((by_place < n).sum()), int((by_place >= n).sum())
+    floor_cut, odd_cut = int((by_colour < n).sum()), int((by_colour >= n).sum())
+    print("clear of moving pixels", floor_clear, odd_clear, "carved by colour", floor_cut, odd_cut)
+    assert floor_clear == odd_clear > 0.8 * n                    # measured 266 of 300: place alone carves both
+    assert floor_cut < 0.2 * floor_clear                         # measured 27 (coarse 64x48 texture)
+    assert odd_cut > 0.9 * odd_clear                             # measured 257
+    assert set(by_colour.tolist()) <= set(by_place.tolist())
+
+
 def test_hull_respawn_with_carving_brings_the_jumped_object_back(jump):
     """As the MVS test, with the views' masks marking the jumped blob as the moving pixels and 10 more dynamic rows
     left behind over the static cluster: carving fades those, the hull places the recycled rows, and the object
@@ -296,6 +330,8 @@ def test_bad_hull_settings_are_refused_before_training(rig, tmp_path):
 
     with pytest.raises(UserError, match="respawn_hull_voxel > 0"):
         seq.train_sequence(rig, tmp_path / "bad", tiny(respawn=True, respawn_points="hull", respawn_hull_voxel=0.0))
+    with pytest.raises(UserError, match="0 <= respawn_carve_colour < 1"):
+        seq.train_sequence(rig, tmp_path / "bad", tiny(respawn=True, respawn_carve=True, respawn_carve_colour=1.5))
     assert not (tmp_path / "bad" / seq.METRICS_FILE).exists()
 
 

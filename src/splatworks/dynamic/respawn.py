@@ -21,7 +21,9 @@ out and the object is missing at its new position. After frame t's optimisation 
 With ``respawn_carve`` the dead rows also include the ghosts: non-frozen rows whose centre lands on static pixels
 (farther than ``respawn_dilation`` px from any dynamic one) in at least ``respawn_carve_views`` training views, i.e.
 outside the moving objects' visual hull, where an object WAS. They fade at once, instead of over tens of frames,
-and join the dead rows that this step recycles.
+and join the dead rows that this step recycles. Non-frozen rows also hold the floor under a person's path (the
+static layer is what the masks NEVER call dynamic), so ``respawn_carve_colour`` > 0 counts a view only where the
+row's own colour differs from the image at its centre: a left-behind jersey does, the court it stood on does not.
 
 The Gaussian COUNT is unchanged (the 4D export cannot add rows after frame 0); a recycled row is simply a full
 record in that frame's delta, and later frames move or fade it like any other dynamic row.
@@ -231,16 +233,38 @@ def hull_points(views: FrameViews, uncovered: list[torch.Tensor], cfg: Sequentia
 
 
 @torch.no_grad()
+def row_colours(params: dict[str, torch.Tensor], viewmat: torch.Tensor, sh_degree: int) -> torch.Tensor:
+    """(N, 3) each row's own colour seen from the camera of (4, 4) world-to-camera ``viewmat`` (OpenCV):
+    ``max(0, SH(mean - camera centre) + 0.5)``, in [0, 1] (opacity and overlapping splats ignored)."""
+    from splatworks.splat.reference import eval_sh
+
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
+    centre = -rot.T @ trans                                               # camera centre, world
+    sh = torch.cat([params["sh0"].detach(), params["shN"].detach()], dim=1)
+    return (eval_sh(sh, params["means"].detach() - centre, sh_degree) + 0.5).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
 def ghost_rows(params: dict[str, torch.Tensor], frozen: torch.Tensor, views: FrameViews, *, margin: int,
-               min_views: int) -> torch.Tensor:
+               min_views: int, colour_threshold: float = 0.0, sh_degree: int = 0) -> torch.Tensor:
     """(K,) int64 indices of non-frozen rows left behind by a moving object: the centre lands on static pixels, with
-    no dynamic pixel within ``margin`` px, in at least ``min_views`` views (outside the frame's visual hull)."""
+    no dynamic pixel within ``margin`` px, in at least ``min_views`` views (outside the frame's visual hull).
+
+    With ``colour_threshold`` > 0 a view counts only where the row's own colour (``row_colours``) differs from the
+    image at its centre's pixel by more than that (mean |RGB|, colours in [0, 1]): non-frozen rows also hold the
+    floor that a person walked over, which lands on static pixels once the person has gone but matches them.
+    """
     means = params["means"].detach()
     dynamic = DynamicPixels(views)
     clear_views = torch.zeros(len(means), dtype=torch.int64, device=means.device)
     for c, (w, h) in enumerate(views.sizes):
         col, row, inside = project_centres(means, views.viewmats[c], views.Ks[c], w, h)
-        clear_views += (inside & (dynamic.count(c, col, row, margin) == 0)).long()
+        clear = inside & (dynamic.count(c, col, row, margin) == 0)
+        if colour_threshold > 0:
+            seen = views.images[c][row, col]                               # (N, 3); garbage where not inside
+            differs = (row_colours(params, views.viewmats[c], sh_degree) - seen).abs().mean(dim=1) > colour_threshold
+            clear &= differs
+        clear_views += clear.long()
     return torch.nonzero(~frozen & (clear_views >= min_views)).flatten()
 
 
@@ -277,7 +301,8 @@ def respawn_dead(params: torch.nn.ParameterDict, frozen: torch.Tensor, views: Fr
     stats = RespawnStats()
     dead = dead_rows(params, frozen, cfg.respawn_max_opacity)
     if cfg.respawn_carve:
-        ghosts = ghost_rows(params, frozen, views, margin=cfg.respawn_dilation, min_views=cfg.respawn_carve_views)
+        ghosts = ghost_rows(params, frozen, views, margin=cfg.respawn_dilation, min_views=cfg.respawn_carve_views,
+                            colour_threshold=cfg.respawn_carve_colour, sh_degree=cfg.sh_degree)
         with torch.no_grad():
             params["opacities"][ghosts] = GHOST_OPACITY_LOGIT
         stats.n_carved = len(ghosts)

@@ -224,6 +224,10 @@ class SequentialConfig:
                                  "hull in respawn_carve_views views) fade at once and may be recycled.")
     respawn_carve_views: int = option(2, "Respawn (carving): training views in which a row's centre must land on "
                                       "static pixels, respawn_dilation px clear of any moving one, to be left behind.")
+    respawn_carve_colour: float = option(0.0, "Respawn (carving): a view counts only where the row's own colour "
+                                         "differs from the image at its centre by more than this (mean |RGB|, colours "
+                                         "in [0, 1]), so the floor a person walked over, which matches the static "
+                                         "pixels, is kept; 0 = any colour.")
     backend: str = option("auto", "Rasterizer: gsplat (CUDA), torch (CPU reference) or auto.",
                           choices=("auto", "gsplat", "torch"))
     device: str = option("auto", "torch device: cuda, cpu or auto.")
@@ -822,9 +826,10 @@ def _validate(cfg: SequentialConfig, dataset: DynamicDataset) -> None:
         raise UserError("respawn needs an odd respawn_mvs.window >= 3, respawn_iterations >= 0 and "
                         "0 < respawn_mvs.scale <= 1; fix those settings")
     if cfg.respawn and (cfg.respawn_hull_voxel <= 0 or min(cfg.respawn_hull_views, cfg.respawn_carve_views) < 1
-                        or cfg.respawn_dilation < 0):
+                        or cfg.respawn_dilation < 0 or not 0.0 <= cfg.respawn_carve_colour < 1.0):
         raise UserError("respawn needs respawn_hull_voxel > 0 (scene radii), respawn_hull_views >= 1, "
-                        "respawn_carve_views >= 1 and respawn_dilation >= 0; fix those settings")
+                        "respawn_carve_views >= 1, respawn_dilation >= 0 and 0 <= respawn_carve_colour < 1; "
+                        "fix those settings")
     if cfg.depth == "distill" and not cfg.depth_file:
         raise UserError("--depth distill needs --depth-file all_depth.npy (from `splatworks depth export`)")
 
