@@ -400,8 +400,8 @@ def test_hull_respawn_with_carving_follows_fast_motion(fast_rig, tmp_path):
 
 @pytest.mark.gpu
 def test_hull_and_carving_on_cuda_match_cpu(rig):
-    """The hull's voxels, their colours and the ghost rows are the same on CUDA as on the CPU (float32 projections:
-    a voxel centre exactly on a pixel edge may differ, so counts agree to 1 %)."""
+    """The hull's voxels, their colours and the ghost rows (by place and by colour) are the same on CUDA as on the CPU
+    (float32 projections: a voxel centre exactly on a pixel edge may differ, so counts agree to 1 %)."""
     from splatworks.synthetic.scenes import moving_objects
 
     out = {}
@@ -412,10 +412,13 @@ def test_hull_and_carving_on_cuda_match_cpu(rig):
                                     points_hint=rig.rig.points)
         sphere_later = torch.tensor(moving_objects(0, 20, 24)[0].center, dtype=torch.float32)
         params = {k: v.to(dev) for k, v in _blob(sphere_later, 10, seed=8, spread=0.05).items()}
-        ghosts = rsp.ghost_rows(params, torch.zeros(10, dtype=torch.bool, device=dev), views, margin=2, min_views=2)
-        out[dev] = (pts, cols, ghosts.cpu().tolist())
-    (p_cpu, c_cpu, g_cpu), (p_gpu, c_gpu, g_gpu) = out["cpu"], out["cuda"]
+        none = torch.zeros(10, dtype=torch.bool, device=dev)
+        ghosts = rsp.ghost_rows(params, none, views, margin=2, min_views=2)
+        by_colour = rsp.ghost_rows(params, none, views, margin=2, min_views=2, colour_threshold=0.1)
+        out[dev] = (pts, cols, ghosts.cpu().tolist(), by_colour.cpu().tolist())
+    (p_cpu, c_cpu, g_cpu, k_cpu), (p_gpu, c_gpu, g_gpu, k_gpu) = out["cpu"], out["cuda"]
     assert len(p_cpu) > 100 and abs(len(p_gpu) - len(p_cpu)) <= 0.01 * len(p_cpu)
     assert g_gpu == g_cpu and len(g_cpu) == 10
+    assert k_gpu == k_cpu and len(k_cpu) > 0                          # random colours: most differ from the room
     if len(p_gpu) == len(p_cpu):
         assert np.allclose(p_gpu, p_cpu, atol=1e-5) and np.abs(c_gpu.astype(int) - c_cpu.astype(int)).max() <= 1

@@ -185,6 +185,34 @@ def test_frozen_cropped_run_follows_moving_objects_and_keeps_the_static_layer(ri
     assert trained > stale + 0.5
 
 
+def test_freezing_by_frame_0_keeps_the_later_path_still_and_still_follows(rig, run_frozen, tmp_path):
+    """freeze_frames 'first': frame 0's masks alone decide the static layer, so it holds every row that 'all' freezes
+    plus the background along the objects' later path (bit-identical at every frame), and the moving objects are
+    still followed by their own rows."""
+    out = tmp_path / "first"
+    seq.train_sequence(rig, out, tiny(iterations_per_frame=60, frame_params="all", freeze_frames="first"))
+    cfg = seq.load_config(out)
+    first0, ids0, static_first = seq.load_frame_gaussians(out, rig.frames[0])
+    all0, ids_all, static_all = seq.load_frame_gaussians(run_frozen, rig.frames[0])
+    assert torch.equal(ids0, ids_all) and torch.equal(first0["means"], all0["means"])   # the same frame 0
+    views = seq.load_frame(rig, rig.frames[0], rig.train_camera_names, torch.device("cpu"))
+    expected = seq.frozen_rows_by_vote(first0["means"], views, rig, rig.frames[:1], cfg.freeze_dilation,
+                                       cfg.freeze_quorum)
+    assert torch.equal(static_first, expected)
+    path_rows = static_first & ~static_all                 # background the objects cross after frame 0
+    print("frozen rows: all", int(static_all.sum()), "first", int(static_first.sum()), "path", int(path_rows.sum()))
+    assert not bool((static_all & ~static_first).any()) and int(path_rows.sum()) > 0
+    last, ids_last, _ = seq.load_frame_gaussians(out, rig.frames[-1])
+    assert torch.equal(ids_last, ids0)
+    for key in seq.PARAM_KEYS:
+        assert torch.equal(last[key][path_rows], first0[key][path_rows])
+    views = seq.load_frame(rig, rig.frames[-1], rig.train_camera_names, torch.device("cpu"))
+    with torch.no_grad():
+        trained, stale = _dynamic_psnr(last, views, cfg), _dynamic_psnr(first0, views, cfg)
+    print("dynamic-region PSNR (trained, frame-0 model):", trained, stale)
+    assert trained > stale + 0.3                            # measured 15.96 against 15.38 dB
+
+
 def test_active_set_optimises_only_what_moves_now_and_keeps_the_rest_bit_identical(rig, run_frozen):
     """active_set 'frame': at frame t only the Gaussians that the masks call dynamic at t-1 or t change; every other
     non-frozen row keeps frame t-1's values exactly (no background flicker, small export deltas)."""
@@ -494,6 +522,38 @@ def test_temporal_metrics_on_known_videos():
     assert frame_to_frame_change(noisy, truth, static) == pytest.approx(0.02 * 2 / np.sqrt(np.pi), rel=0.25)
     assert frame_to_frame_change(truth, truth, static) == 0.0
     assert psnr_drift([30.0 - 0.01 * i for i in range(10)]) == pytest.approx(-0.01)
+
+
+def test_flicker_split_by_distance_puts_a_halo_in_the_first_bands():
+    """benchmarks/flicker_map.py: flicker planted in a 3-px ring around the moving pixels lands in the first bands,
+    and the bands' contributions add up to metrics4d's flicker."""
+    import importlib.util
+    from pathlib import Path
+
+    from splatworks.dynamic.metrics4d import background_flicker
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "flicker_map.py"
+    spec = importlib.util.spec_from_file_location("flicker_map", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    truth = np.full((10, 64, 64, 3), 0.5, dtype=np.float32)
+    static = np.ones((64, 64), dtype=bool)
+    static[28:36, 28:36] = False                                     # moving at some frame
+    ring = np.zeros_like(static)
+    ring[25:39, 25:39] = True
+    ring &= static                                                   # 1-3 px from the moving square
+    rendered = truth.copy()
+    rendered[:, ring] += rng.normal(0, 0.05, (10, int(ring.sum()), 3)).astype(np.float32)
+    got = bench.flicker_by_distance(rendered, truth, static)
+    assert got["flicker_levels"] == pytest.approx(255 * background_flicker(rendered, truth, static), abs=1e-3)
+    assert sum(b["contribution_levels"] for b in got["bands"]) == pytest.approx(got["flicker_levels"], abs=0.01)
+    def within(px: int) -> float:
+        return sum(b["contribution_levels"] for b in got["bands"] if b["px"][1] <= px)
+
+    assert within(4) > 0.9 * got["flicker_levels"] > 0              # the ring's corners are up to 3 sqrt(2) px out
+    assert within(8) > 0.99 * got["flicker_levels"]
+    assert sum(b["share"] for b in got["bands"]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_evaluate_sequence_and_cli(rig, run_frozen, tmp_path):

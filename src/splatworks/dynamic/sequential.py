@@ -21,7 +21,8 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   constant-velocity start; the local-rigidity and rotation-similarity priors of Dynamic 3D Gaussians are options
   (``dynamic/motion.py``; off by default: no measured gain).
 - **Speed and stability**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the
-  training views that see their centre, are optimised in frame 0 only and stored once); per frame, only the
+  training views that see their centre, are optimised in frame 0 only and stored once; ``freeze_frames`` 'first'
+  asks frame 0's masks only); per frame, only the
   Gaussians the masks call dynamic at t-1 or t are optimised (``active_set``; the others keep their values bit
   for bit, so the background cannot flicker or drift and a frame's 4D-export delta is small); views rendered only
   in windows around the moving pixels and the optimised splats' footprints; early stop on a loss plateau, and
@@ -114,6 +115,12 @@ class SequentialConfig:
                                  choices=("global", "gaussian"))
     freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks never call "
                                  "dynamic (see freeze_quorum); they are stored once.")
+    freeze_frames: str = option("all", "Which frames' masks decide the frozen static layer (same vote as "
+                                "freeze_quorum): 'all' = a Gaussian called dynamic at ANY frame stays trainable, the "
+                                "floor and walls along a person's later path included, so they can be pulled and "
+                                "faded to paint that person in the training views; 'first' = frame 0's only: what "
+                                "is background at frame 0 is frozen, and a person is followed by their own Gaussians "
+                                "(and respawn) only.", choices=("all", "first"))
     freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
     freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
                                   "pixel in at least this fraction of the training views that see it (a background "
@@ -940,7 +947,8 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             chain.keep(pr.keep)
             chain.first_means = chain.params["means"].detach().clone()
             if cfg.freeze_static:
-                chain.frozen = frozen_rows_by_vote(chain.params["means"], views, dataset, frames, cfg.freeze_dilation,
+                voters = frames if cfg.freeze_frames == "all" else frames[:1]
+                chain.frozen = frozen_rows_by_vote(chain.params["means"], views, dataset, voters, cfg.freeze_dilation,
                                                    cfg.freeze_quorum)
             _atomic_torch_save(_rows(chain.params, chain.ids, chain.frozen), out / STATIC_FILE)
             stats.seconds = time.perf_counter() - t0
