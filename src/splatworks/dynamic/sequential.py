@@ -201,7 +201,8 @@ class SequentialConfig:
     depth_file: str = option("", "all_depth.npy written by `splatworks depth export` (with --depth distill).")
     depth_weight: float = option(0.1, "Weight of the distilled depth loss (L1 of relative depth error).")
     depth_everywhere: bool = option(False, "Apply the distilled depth loss on every pixel, not only static ones.")
-    max_frames: int = option(0, "Train only the first N frames (0 = all).")
+    max_frames: int = option(0, "Train only the first N frames (0 = all); the static layer is still decided by "
+                             "the whole clip's masks (freeze_frames), so a run can be continued later.")
     respawn: bool = option(False, "Frames t > 0: recycle faded dynamic Gaussians onto moving pixels that no splat "
                            "covers (objects that jump farther than their size), at a constant Gaussian count "
                            "(dynamic/respawn.py). Off by default: on 150 basketball frames it left moving-pixel PSNR "
@@ -947,7 +948,9 @@ def train_sequence(dataset: DynamicDataset, out_dir: str | Path, config: Sequent
             chain.keep(pr.keep)
             chain.first_means = chain.params["means"].detach().clone()
             if cfg.freeze_static:
-                voters = frames if cfg.freeze_frames == "all" else frames[:1]
+                # The whole clip votes, not just the frames this call trains (max_frames): the layer is decided
+                # once, and a run continued later (or arms continued from one frame 0) must keep a valid one.
+                voters = list(dataset.frames) if cfg.freeze_frames == "all" else frames[:1]
                 chain.frozen = frozen_rows_by_vote(chain.params["means"], views, dataset, voters, cfg.freeze_dilation,
                                                    cfg.freeze_quorum)
             _atomic_torch_save(_rows(chain.params, chain.ids, chain.frozen), out / STATIC_FILE)
