@@ -16,7 +16,7 @@ torch rasterizer: frame 0 once, then each arm continues from it and `dynamic eva
 - ``freeze-first+hull+carve-colour``: both.
 
 The iteration counts are far below the defaults (a CPU budget), so the absolute numbers are not those of the
-device; the arms differ only in the respawn settings. About an hour on 2 cores:
+device; the arms differ only in these settings. On 2 cores a frame 0 takes about 7 minutes and an arm about 20:
 
     python benchmarks/respawn_basketball_cpu.py [--data ../shared/data/panoptic_basketball] [--work /tmp/bbcpu]
         [--arms default hull+carve-colour] [--out respawn_basketball_cpu.json]
