@@ -22,11 +22,10 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   (``dynamic/motion.py``; off by default: no measured gain).
 - **Speed and stability**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the
   training views that see their centre, are optimised in frame 0 only and stored once; ``freeze_frames`` 'first'
-  asks frame 0's masks only); per frame, only the
-  Gaussians the masks call dynamic at t-1 or t are optimised (``active_set``; the others keep their values bit
-  for bit, so the background cannot flicker or drift and a frame's 4D-export delta is small); views rendered only
-  in windows around the moving pixels and the optimised splats' footprints; early stop on a loss plateau, and
-  fewer iterations for frames that start already converged.
+  asks frame 0's masks only); per frame, only the Gaussians the masks call dynamic at t-1 or t are optimised
+  (``active_set``; the others keep their values bit for bit, so the background cannot flicker or drift and a
+  frame's 4D-export delta is small); views rendered only in windows around the moving pixels and the optimised
+  splats' footprints; early stop on a loss plateau, and fewer iterations for frames that start already converged.
 - **Respawn** (``respawn``, off by default): faded dynamic Gaussians are recycled onto moving pixels that no splat
   covers, at a constant Gaussian count (``dynamic/respawn.py``).
 
@@ -117,10 +116,9 @@ class SequentialConfig:
                                  "dynamic (see freeze_quorum); they are stored once.")
     freeze_frames: str = option("all", "Which frames' masks decide the frozen static layer (same vote as "
                                 "freeze_quorum): 'all' = a Gaussian called dynamic at ANY frame stays trainable, the "
-                                "floor and walls along a person's later path included, so they can be pulled and "
-                                "faded to paint that person in the training views; 'first' = frame 0's only: what "
-                                "is background at frame 0 is frozen, and a person is followed by their own Gaussians "
-                                "(and respawn) only.", choices=("all", "first"))
+                                "background along a person's later path included; 'first' = frame 0's only: what is "
+                                "background at frame 0 stays frozen, and people are shown by their own Gaussians "
+                                "(and respawn's) only (BENCHMARKS.md, session 9).", choices=("all", "first"))
     freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
     freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
                                   "pixel in at least this fraction of the training views that see it (a background "
