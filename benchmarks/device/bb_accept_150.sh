@@ -3,10 +3,13 @@
 # with novel_view_near off (the benchmark's evaluate_without_novel_near); then `pytest -m gpu` (after the run, so
 # the timings are alone).
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_accept_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
+# SET="freeze_frames=first" (settings for dynamic_basketball.py's --set) runs a candidate default instead; bb_bg.sh
+# passes the environment on: SET=... bash benchmarks/device/bb_bg.sh start ...
 source benchmarks/device/lib_bb.sh; bb_setup
-F=150 bb_run d 1500 > /tmp/v_d.out 2>&1
+F=150 bb_run d 1500 ${SET:+--set $SET} > /tmp/v_d.out 2>&1
 grep -E "^\||rc=|near-plane probe|without novel" /tmp/v_d.out /tmp/v_d.log | tail -5
 cp /tmp/v/d/heldout.mp4 $OUT/heldout_d.mp4
+python3 benchmarks/flicker_map.py /tmp/v/d/heldout.mp4 /tmp/v/d/dataset --out $OUT/flicker_map_d.json
 python3 benchmarks/delta_sizes.py /tmp/v/d/train -o /tmp/v/delta_d.json | tail -4
 python3 -c "import json; e=json.load(open('/tmp/v/d/summary.json'))['eval']; print('psnr_dynamic', [round(x,2) for x in e['psnr_dynamic'][::10]], 'psnr_static', [round(x,2) for x in e['psnr_static'][::10]])"
 tar czf $OUT/accept150.tgz /tmp/v_*.log /tmp/v_*.out /tmp/v/d/train/metrics.jsonl /tmp/v/d/summary.json \
