@@ -12,10 +12,11 @@
 #   ffhc  = both.
 # Two frame 0s (d's, and ff's: its static layer differs) train side by side from one prepared dataset, with the GPU
 # tests (test_respawn's CUDA/CPU hull check included); then the four runs, then each run's export sizes, held-out
-# video, flicker split by distance, per-frame moving/static PSNR and respawn counts. About 20 minutes after setup:
+# video, flicker split by distance, per-frame moving/static PSNR and respawn counts. About 20 minutes after setup
+# (ARMS="d ff" F=50 runs a subset, shorter):
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_hull_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
 source benchmarks/device/lib_bb.sh; bb_setup
-F=${F:-120}
+F=${F:-120}; ARMS=${ARMS:-"d hullc ff ffhc"}
 HULLC="respawn=true respawn_points=hull respawn_carve=true respawn_dilation=2 respawn_carve_colour=0.1"
 F=$F bb_run prep 400 --prepare-only
 timeout 400 python3 -m pytest tests/test_sequential.py tests/test_depth.py tests/test_splat_parity.py \
@@ -24,21 +25,20 @@ bb_share base prep; bb_share basef prep
 F=$F bb_run base 900 --set max_frames=1 > /tmp/v_base.out 2>&1 &
 F=$F bb_run basef 900 --set max_frames=1 freeze_frames=first > /tmp/v_basef.out 2>&1 &
 wait; tail -3 $OUT/gpu_tests.txt; grep -h "rc=" /tmp/v_base.out /tmp/v_basef.out
-bb_from_frame0 d base; bb_from_frame0 hullc base; bb_from_frame0 ff basef; bb_from_frame0 ffhc basef
-F=$F bb_run d 1700 > /tmp/v_d.out 2>&1 &
-F=$F bb_run hullc 1700 --set $HULLC > /tmp/v_hullc.out 2>&1 &
-F=$F bb_run ff 1700 --set freeze_frames=first > /tmp/v_ff.out 2>&1 &
-F=$F bb_run ffhc 1700 --set freeze_frames=first $HULLC > /tmp/v_ffhc.out 2>&1 &
+arm_set() { case $1 in hullc) echo "$HULLC";; ff) echo "freeze_frames=first";; ffhc) echo "freeze_frames=first $HULLC";; esac; }
+arm_base() { case $1 in ff|ffhc) echo basef;; *) echo base;; esac; }
+for n in $ARMS; do bb_from_frame0 $n $(arm_base $n); done
+for n in $ARMS; do s=$(arm_set $n); F=$F bb_run $n 1700 ${s:+--set $s} > /tmp/v_$n.out 2>&1 & done
 wait
-for n in d hullc ff ffhc; do echo "== $n"; grep -E "^\||rc=" /tmp/v_$n.out | tail -2
+for n in $ARMS; do echo "== $n"; grep -E "^\||rc=" /tmp/v_$n.out | tail -2
   cp /tmp/v/$n/heldout.mp4 $OUT/heldout_$n.mp4; cp /tmp/v/$n/summary.json /tmp/v/summary_$n.json
   python3 benchmarks/delta_sizes.py /tmp/v/$n/train -o /tmp/v/delta_$n.json | tail -4
   python3 benchmarks/flicker_map.py /tmp/v/$n/heldout.mp4 /tmp/v/prep/dataset --out /tmp/v/flicker_$n.json
   python3 -c "import json; e=json.load(open('/tmp/v/$n/summary.json'))['eval']; print('psnr_dynamic', [round(x,2) for x in e['psnr_dynamic'][::10]], 'psnr_static', [round(x,2) for x in e['psnr_static'][::10]])"
 done
-python3 - <<'PY'
-import json
-for run in ("hullc", "ffhc"):
+python3 - $ARMS <<'PY'
+import json, sys
+for run in sys.argv[1:]:
     for line in open(f"/tmp/v/{run}/train/metrics.jsonl"):
         m = json.loads(line)
         if m["frame"] % 10 == 1:
