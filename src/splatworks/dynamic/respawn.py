@@ -223,13 +223,18 @@ def hull_points(views: FrameViews, uncovered: list[torch.Tensor], cfg: Sequentia
     if points_hint is not None and len(points_hint):
         low, high = np.percentile(points_hint, 0.5, axis=0), np.percentile(points_hint, 99.5, axis=0)
     else:
-        rot, trans = views.viewmats[:, :3, :3], views.viewmats[:, :3, 3:]
-        centre = (-rot.transpose(1, 2) @ trans)[..., 0].mean(dim=0).cpu().numpy()   # camera centres: -R^T t
+        centre = camera_centres(views.viewmats).mean(dim=0).cpu().numpy()
         low, high = centre - radius, centre + radius
     pts = visual_hull_points(views, low, high, cfg.respawn_hull_voxel * radius, dilation=cfg.respawn_dilation,
                              min_views=cfg.respawn_hull_views)
     pts = pts[on_uncovered(pts, views, uncovered)]
     return pts.double().cpu().numpy(), dynamic_colours(pts, views)
+
+
+def camera_centres(viewmats: torch.Tensor) -> torch.Tensor:
+    """(C, 3) world camera centres ``-R^T t`` of (C, 4, 4) world-to-camera matrices."""
+    rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3:]
+    return (-rot.transpose(1, 2) @ trans)[..., 0]
 
 
 @torch.no_grad()
@@ -238,8 +243,7 @@ def row_colours(params: dict[str, torch.Tensor], viewmat: torch.Tensor, sh_degre
     ``max(0, SH(mean - camera centre) + 0.5)``, in [0, 1] (opacity and overlapping splats ignored)."""
     from splatworks.splat.reference import eval_sh
 
-    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
-    centre = -rot.T @ trans                                               # camera centre, world
+    centre = camera_centres(viewmat[None])[0]
     sh = torch.cat([params["sh0"].detach(), params["shN"].detach()], dim=1)
     return (eval_sh(sh, params["means"].detach() - centre, sh_degree) + 0.5).clamp(0.0, 1.0)
 
