@@ -14,5 +14,5 @@ python3 benchmarks/delta_sizes.py /tmp/v/d/train -o /tmp/v/delta_d.json | tail -
 python3 -c "import json; e=json.load(open('/tmp/v/d/summary.json'))['eval']; print('psnr_dynamic', [round(x,2) for x in e['psnr_dynamic'][::10]], 'psnr_static', [round(x,2) for x in e['psnr_static'][::10]])"
 tar czf $OUT/accept150.tgz /tmp/v_*.log /tmp/v_*.out /tmp/v/d/train/metrics.jsonl /tmp/v/d/summary.json \
   /tmp/v/delta_d.json 2>/dev/null
-timeout 300 python3 -m pytest tests/test_sequential.py tests/test_depth.py tests/test_splat_parity.py -m gpu -q -p no:cacheprovider -rs > $OUT/gpu_tests.txt 2>&1; tail -3 $OUT/gpu_tests.txt
+timeout 300 python3 -m pytest tests/test_sequential.py tests/test_depth.py tests/test_splat_parity.py tests/test_respawn.py -m gpu -q -p no:cacheprovider -rs > $OUT/gpu_tests.txt 2>&1; tail -3 $OUT/gpu_tests.txt
 ls -la $OUT; date -u
