@@ -12,4 +12,6 @@ case $1 in
 esac
 t=0; while [ $t -lt $W ] && [ ! -f ${B}out.FINISHED ]; do sleep 5; t=$((t+5)); done
 echo "[${BG:-bg}] elapsed $(( $(date +%s) - $(cat ${B}_t0) )) s"; tail -n 40 ${B}.log
-if [ -f ${B}out.FINISHED ]; then mkdir -p $OUT/${BG:-bg}; cp -r ${B}out/. $OUT/${BG:-bg}/; echo "FINISHED ${BG:-bg}"; fi
+if [ -f ${B}out.FINISHED ]; then mkdir -p $OUT/${BG:-bg}; cp -r ${B}out/. $OUT/${BG:-bg}/; echo "FINISHED ${BG:-bg}"
+else  # so far: per-frame metrics and logs (small), in case the lease ends before the script does
+  mkdir -p $OUT/${BG:-bg}; tar czf $OUT/${BG:-bg}/partial.tgz ${B}.log /tmp/v_*.log /tmp/v/*/train/metrics.jsonl 2>/dev/null; fi
