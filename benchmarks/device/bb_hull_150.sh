@@ -9,24 +9,28 @@
 #           flicker sits far from any moving pixel (benchmarks/flicker_map.py: 1.0 of 1.46/255 more than 64 px away,
 #           the top third of cam01, the dome wall) and grows while the people walk (frames 40-70): background rows
 #           that some later frame's masks call dynamic stay trainable, and get pulled or faded to paint the people;
-#   ffhc  = both.
-# Two frame 0s (d's, and ff's: its static layer differs) train side by side from one prepared dataset, with the GPU
-# tests (test_respawn's CUDA/CPU hull check included); then the four runs, then each run's export sizes, held-out
-# video, flicker split by distance, per-frame moving/static PSNR and respawn counts. About 20 minutes after setup
+#   ffhc  = both;
+#   ffap  = freeze_frames=first + anchor=previous (the static constraint pulls to t-1, not frame 0: with 'first' a
+#           splat that followed a person and lags onto a static pixel is pulled back to its frame-0 centre);
+#   ffnc  = freeze_frames=first + static_loss_weight=0 (no constraint on the non-frozen rows).
+# The GPU tests (test_respawn's CUDA/CPU hull check included) run beside the prepare; the frame 0s the arms need (d's,
+# and ff's: its static layer differs) train side by side from one prepared dataset; then the arms' runs, then each
+# run's export sizes, held-out video, flicker split by distance, per-frame moving/static PSNR and respawn counts. About 20 minutes after setup
 # (ARMS="d ff" F=50 runs a subset, shorter):
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_hull_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
 source benchmarks/device/lib_bb.sh; bb_setup
 F=${F:-120}; ARMS=${ARMS:-"d hullc ff ffhc"}
 HULLC="respawn=true respawn_points=hull respawn_carve=true respawn_dilation=2 respawn_carve_colour=0.1"
-F=$F bb_run prep 400 --prepare-only
 timeout 400 python3 -m pytest tests/test_sequential.py tests/test_depth.py tests/test_splat_parity.py \
   tests/test_respawn.py -m gpu -q -p no:cacheprovider -rs > $OUT/gpu_tests.txt 2>&1 &
-bb_share base prep; bb_share basef prep
-F=$F bb_run base 900 --set max_frames=1 > /tmp/v_base.out 2>&1 &
-F=$F bb_run basef 900 --set max_frames=1 freeze_frames=first > /tmp/v_basef.out 2>&1 &
-wait; tail -3 $OUT/gpu_tests.txt; grep -h "rc=" /tmp/v_base.out /tmp/v_basef.out
-arm_set() { case $1 in hullc) echo "$HULLC";; ff) echo "freeze_frames=first";; ffhc) echo "freeze_frames=first $HULLC";; esac; }
-arm_base() { case $1 in ff|ffhc) echo basef;; *) echo base;; esac; }
+F=$F bb_run prep 400 --prepare-only
+arm_set() { case $1 in hullc) echo "$HULLC";; ff) echo "freeze_frames=first";; ffhc) echo "freeze_frames=first $HULLC";;
+  ffap) echo "freeze_frames=first anchor=previous";; ffnc) echo "freeze_frames=first static_loss_weight=0";; esac; }
+arm_base() { case $1 in ff*) echo basef;; *) echo base;; esac; }
+BASES=$(for n in $ARMS; do arm_base $n; done | sort -u)   # only the frame 0s the arms need
+for b in $BASES; do bb_share $b prep
+  F=$F bb_run $b 900 --set max_frames=1 $([ $b = basef ] && echo freeze_frames=first) > /tmp/v_$b.out 2>&1 & done
+wait; tail -3 $OUT/gpu_tests.txt; for b in $BASES; do grep -h "rc=" /tmp/v_$b.out; done
 for n in $ARMS; do bb_from_frame0 $n $(arm_base $n); done
 for n in $ARMS; do s=$(arm_set $n); F=$F bb_run $n 1700 ${s:+--set $s} > /tmp/v_$n.out 2>&1 & done
 wait
