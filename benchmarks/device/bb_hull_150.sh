@@ -15,8 +15,8 @@
 #   ffnc  = freeze_frames=first + static_loss_weight=0 (no constraint on the non-frozen rows).
 # The GPU tests (test_respawn's CUDA/CPU hull check included) run beside the prepare; the frame 0s the arms need (d's,
 # and ff's: its static layer differs) train side by side from one prepared dataset; then the arms' runs, then each
-# run's export sizes, held-out video, flicker split by distance, per-frame moving/static PSNR and respawn counts. About 20 minutes after setup
-# (ARMS="d ff" F=50 runs a subset, shorter):
+# run's export sizes, held-out video, flicker split by distance, per-frame moving/static PSNR and respawn counts.
+# About 20 minutes after setup (ARMS="d ff" F=50 runs a subset, shorter):
 #   bash benchmarks/device/bb_bg.sh start benchmarks/device/bb_hull_150.sh 570; bash benchmarks/device/bb_bg.sh poll 560
 source benchmarks/device/lib_bb.sh; bb_setup
 F=${F:-120}; ARMS=${ARMS:-"d hullc ff ffhc"}
