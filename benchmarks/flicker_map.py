@@ -11,6 +11,7 @@ The video is H.264 on both halves, so the numbers differ a little from ``dynamic
 the split is what this is for. CPU, a few seconds per 150 frames:
 
     python benchmarks/flicker_map.py heldout.mp4 DATASET [--camera cam01] [--out flicker_map.json] [--png map.png]
+        [--frames N]
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the split as JSON")
     ap.add_argument("--png", type=Path, default=None, help="write the excess-std map (0 to 10 levels, black = "
                     "moving at some frame)")
+    ap.add_argument("--frames", type=int, default=0, help="score only the first N frames (video and masks), to "
+                    "compare runs of different lengths (0 = all)")
     args = ap.parse_args()
     from splatworks.dynamic.dataset import DynamicDataset
     from splatworks.dynamic.metrics4d import static_pixels
@@ -77,6 +80,8 @@ def main() -> None:
     ds = DynamicDataset.load(args.dataset)
     camera = args.camera or ds.test_cameras[0]
     rendered, truth = read_side_by_side(args.video)
+    if args.frames:
+        rendered, truth = rendered[:args.frames], truth[:args.frames]
     frames = ds.frames[:len(rendered)]
     static = static_pixels(ds, camera, frames)
     if static.shape != rendered.shape[1:3]:

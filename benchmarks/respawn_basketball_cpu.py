@@ -7,7 +7,7 @@ so the people move three frames' worth between training frames), from dense poin
 torch rasterizer: frame 0 once, then each arm continues from it and `dynamic eval` scores the held-out camera
 (cam01); an arm whose settings change frame 0's split gets its own frame 0:
 
-- ``default``: every default;
+- ``default``: every default (since session 10: ``freeze_frames`` first, ``anchor`` previous);
 - ``hull+carve``: ``--respawn --respawn-points hull --respawn-carve`` (carving by place only);
 - ``hull+carve-colour``: the same with ``--respawn-carve-colour 0.1`` (a row is carved only where its own colour
   differs from the static pixels it lands on, so the court under the players' path stays).

@@ -21,9 +21,10 @@ out and the object is missing at its new position. After frame t's optimisation 
 With ``respawn_carve`` the dead rows also include the ghosts: non-frozen rows whose centre lands on static pixels
 (farther than ``respawn_dilation`` px from any dynamic one) in at least ``respawn_carve_views`` training views, i.e.
 outside the moving objects' visual hull, where an object WAS. They fade at once, instead of over tens of frames,
-and join the dead rows that this step recycles. Non-frozen rows also hold the floor under a person's path (the
-static layer is what the masks NEVER call dynamic), so ``respawn_carve_colour`` > 0 counts a view only where the
-row's own colour differs from the image at its centre: a left-behind jersey does, the court it stood on does not.
+and join the dead rows that this step recycles. Non-frozen rows may also hold floor that a person stood on at
+frame 0 (or, with ``freeze_frames`` 'all', anywhere along the person's path), so ``respawn_carve_colour`` > 0 counts
+a view only where the row's own colour differs from the image at its centre: a left-behind jersey does, the court
+it stood on does not.
 
 The Gaussian COUNT is unchanged (the 4D export cannot add rows after frame 0); a recycled row is simply a full
 record in that frame's delta, and later frames move or fade it like any other dynamic row.

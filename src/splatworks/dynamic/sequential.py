@@ -6,7 +6,7 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   the Gaussians of the previous one for ``iterations_per_frame`` iterations, with no densification.
 - **Static constraint**: at every iteration the Gaussians' centres are projected into the current training
   view; those landing on a white (static) mask pixel are static there and pay
-  ``static_loss_weight * sum ||P_t - P_anchor||^2 / R^2`` (anchor: frame 0 or the previous frame; displacements in
+  ``static_loss_weight * sum ||P_t - P_anchor||^2 / R^2`` (anchor: the previous frame, or frame 0; displacements in
   scene radii R so the weight means the same in any SfM scale); the others are free.
 - **Adaptive pruning** after each frame: Gaussians with a scale above ``prune_max_scale * R`` or a centre farther
   than ``prune_max_distance * R`` from the scene centre are removed (R: the scene radius, 3DGS's camera extent).
@@ -20,9 +20,9 @@ The method (Luiten et al., "Dynamic 3D Gaussians", 3DV 2024, simplified to what 
   frame 0's: a splat cannot grow into a streak or be repainted, but one that lost its object can fade out), from a
   constant-velocity start; the local-rigidity and rotation-similarity priors of Dynamic 3D Gaussians are options
   (``dynamic/motion.py``; off by default: no measured gain).
-- **Speed and stability**: a frozen static layer (Gaussians that no frame's masks call dynamic, by a vote of the
-  training views that see their centre, are optimised in frame 0 only and stored once; ``freeze_frames`` 'first'
-  asks frame 0's masks only); per frame, only the Gaussians the masks call dynamic at t-1 or t are optimised
+- **Speed and stability**: a frozen static layer (Gaussians that frame 0's masks do not call dynamic, by a vote of
+  the training views that see their centre, are optimised in frame 0 only and stored once; ``freeze_frames`` 'all'
+  asks every frame's masks); per frame, only the Gaussians the masks call dynamic at t-1 or t are optimised
   (``active_set``; the others keep their values bit for bit, so the background cannot flicker or drift and a
   frame's 4D-export delta is small); views rendered only in windows around the moving pixels and the optimised
   splats' footprints; early stop on a loss plateau, and fewer iterations for frames that start already converged.
@@ -87,8 +87,13 @@ class SequentialConfig:
     iterations_per_frame: int = option(3000, "Iterations for each later frame (starts from the previous frame).")
     static_loss_weight: float = option(1.0, "Weight of the static constraint: sum over Gaussians whose centre "
                                        "lands on a static (white) mask pixel of ||P_t - P_anchor||^2.")
-    anchor: str = option("first", "What static Gaussians are pulled to: 'first' = their frame-0 position (no "
-                         "slow drift), 'previous' = their position at frame t-1.", choices=("first", "previous"))
+    anchor: str = option("previous", "What static Gaussians are pulled to: 'previous' = their position at frame "
+                         "t-1 (holds a splat still where it lands on a static pixel), 'first' = their frame-0 "
+                         "position (also undoes any earlier motion: a splat that followed a person and lags onto "
+                         "a static pixel is pulled back to where the person was at frame 0; on 100 basketball "
+                         "frames 'previous' kept the held-out moving-pixel PSNR at ~19 dB where 'first' fell to "
+                         "~16, BENCHMARKS.md session 10; the frozen static layer keeps the background from "
+                         "drifting).", choices=("first", "previous"))
     prune_max_scale: float = option(2.0, "After each frame, drop Gaussians whose largest scale exceeds this many "
                                     "scene radii.")
     prune_max_distance: float = option(20.0, "After each frame, drop Gaussians farther than this many scene radii "
@@ -114,11 +119,13 @@ class SequentialConfig:
                                  choices=("global", "gaussian"))
     freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks never call "
                                  "dynamic (see freeze_quorum); they are stored once.")
-    freeze_frames: str = option("all", "Which frames' masks decide the frozen static layer (same vote as "
-                                "freeze_quorum): 'all' = a Gaussian called dynamic at ANY frame stays trainable, the "
-                                "background along a person's later path included; 'first' = frame 0's only: what is "
-                                "background at frame 0 stays frozen, and people are shown by their own Gaussians "
-                                "(and respawn's) only (BENCHMARKS.md, session 9).", choices=("all", "first"))
+    freeze_frames: str = option("first", "Which frames' masks decide the frozen static layer (same vote as "
+                                "freeze_quorum): 'first' = frame 0's only: what is background at frame 0 stays "
+                                "frozen, and people are shown by their own Gaussians (and respawn's) only; 'all' = a "
+                                "Gaussian called dynamic at ANY frame stays trainable, the background along a "
+                                "person's later path included (on 150 basketball frames the held-out dome wall "
+                                "then changed while people walked: +1.0 of +1.4/255 flicker; BENCHMARKS.md, "
+                                "sessions 9-10).", choices=("first", "all"))
     freeze_dilation: int = option(6, "Pixels by which dynamic mask regions grow before deciding what to freeze.")
     freeze_quorum: float = option(0.5, "A Gaussian is dynamic at a frame when its centre lands on a (grown) dynamic "
                                   "pixel in at least this fraction of the training views that see it (a background "
