@@ -1,4 +1,5 @@
-# Issue 7 acceptance under the session-7 defaults (novel_view_near 0.8): 150 basketball frames, every default, ALONE
+# Issue 7 acceptance under the current defaults (session 10: freeze_frames=first, anchor=previous; novel_view_near
+# 0.8 since session 7): 150 basketball frames, every default, ALONE
 # on the GPU (honest per-frame times), then the 4D export's sizes, the held-out video, and the same models scored
 # with novel_view_near off (the benchmark's evaluate_without_novel_near). `pytest -m gpu` runs beside the
 # `dynamic prepare` (before the training, so the training's timings are alone).
