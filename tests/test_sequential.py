@@ -198,11 +198,10 @@ def test_freezing_by_frame_0_keeps_the_later_path_still_and_still_follows(rig, r
     """freeze_frames 'first' (the default): frame 0's masks alone decide the static layer, so it holds every row that
     'all' freezes plus the background along the objects' later path (bit-identical at every frame), and the moving
     objects are still followed by their own rows."""
-    out = run_frozen_all
     cfg = seq.load_config(run_frozen)
     assert cfg.freeze_frames == "first"
     first0, ids0, static_first = seq.load_frame_gaussians(run_frozen, rig.frames[0])
-    all0, ids_all, static_all = seq.load_frame_gaussians(out, rig.frames[0])
+    all0, ids_all, static_all = seq.load_frame_gaussians(run_frozen_all, rig.frames[0])
     assert torch.equal(ids0, ids_all) and torch.equal(first0["means"], all0["means"])   # the same frame 0
     views = seq.load_frame(rig, rig.frames[0], rig.train_camera_names, torch.device("cpu"))
     expected = seq.frozen_rows_by_vote(first0["means"], views, rig, rig.frames[:1], cfg.freeze_dilation,

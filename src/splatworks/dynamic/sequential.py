@@ -117,8 +117,9 @@ class SequentialConfig:
                                  "Gaussian's gradient on its own (one exploding splat cannot shrink the others' "
                                  "step; measured on 40 basketball frames, BENCHMARKS.md, not better yet).",
                                  choices=("global", "gaussian"))
-    freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks never call "
-                                 "dynamic (see freeze_quorum); they are stored once.")
+    freeze_static: bool = option(True, "Speed: after frame 0, freeze the Gaussians that the masks do not call "
+                                 "dynamic (of frame 0, or of every frame: freeze_frames; vote: freeze_quorum); they "
+                                 "are stored once.")
     freeze_frames: str = option("first", "Which frames' masks decide the frozen static layer (same vote as "
                                 "freeze_quorum): 'first' = frame 0's only: what is background at frame 0 stays "
                                 "frozen, and people are shown by their own Gaussians (and respawn's) only; 'all' = a "
