@@ -11,9 +11,10 @@ torch rasterizer: frame 0 once, then each arm continues from it and `dynamic eva
 - ``hull+carve``: ``--respawn --respawn-points hull --respawn-carve`` (carving by place only);
 - ``hull+carve-colour``: the same with ``--respawn-carve-colour 0.1`` (a row is carved only where its own colour
   differs from the static pixels it lands on, so the court under the players' path stays).
-- ``freeze-first``: ``--freeze-frames first`` (only frame 0's masks decide the frozen static layer, so the court
-  and walls along the players' later path cannot be repainted to show them; frame 0 trained again for it);
-- ``freeze-first+hull+carve-colour``: both.
+- ``freeze-first``: ``--freeze-frames first --anchor first`` (only frame 0's masks decide the frozen static layer,
+  so the court and walls along the players' later path cannot be repainted to show them; frame 0 trained again for
+  it; the anchor spelled out so the arm keeps session 9's meaning);
+- ``freeze-first+hull+carve-colour``: both (anchor ``first`` too).
 - ``freeze-first+anchor-previous`` and ``freeze-first+no-constraint``: the static constraint pulls a non-frozen
   splat that lands on a static pixel back to its frame-0 centre (``anchor first``); a splat that followed a person
   and lags behind by a pixel is pulled all the way back. These arms anchor to frame t-1, or drop the constraint.
@@ -48,8 +49,9 @@ BASE = dict(iterations_first_frame=1500, first_frame_cap_max=12000, first_frame_
             sh_degree=1, views_per_step=2, respawn_iterations=60, device="cpu", backend="torch")
 HULL = dict(respawn=True, respawn_points="hull", respawn_carve=True, respawn_dilation=1)
 ARMS = {"default": {}, "hull+carve": HULL, "hull+carve-colour": {**HULL, "respawn_carve_colour": 0.1},
-        "freeze-first": {"freeze_frames": "first"},
-        "freeze-first+hull+carve-colour": {**HULL, "respawn_carve_colour": 0.1, "freeze_frames": "first"},
+        "freeze-first": {"freeze_frames": "first", "anchor": "first"},
+        "freeze-first+hull+carve-colour": {**HULL, "respawn_carve_colour": 0.1, "freeze_frames": "first",
+                                           "anchor": "first"},
         "freeze-first+anchor-previous": {"freeze_frames": "first", "anchor": "previous"},
         "freeze-first+no-constraint": {"freeze_frames": "first", "static_loss_weight": 0.0}}
 

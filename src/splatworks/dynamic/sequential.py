@@ -207,8 +207,8 @@ class SequentialConfig:
     depth_file: str = option("", "all_depth.npy written by `splatworks depth export` (with --depth distill).")
     depth_weight: float = option(0.1, "Weight of the distilled depth loss (L1 of relative depth error).")
     depth_everywhere: bool = option(False, "Apply the distilled depth loss on every pixel, not only static ones.")
-    max_frames: int = option(0, "Train only the first N frames (0 = all); the static layer is still decided by "
-                             "the whole clip's masks (freeze_frames), so a run can be continued later.")
+    max_frames: int = option(0, "Train only the first N frames (0 = all); with freeze_frames 'all' the whole "
+                             "clip's masks still decide the static layer, so a run can be continued later.")
     respawn: bool = option(False, "Frames t > 0: recycle faded dynamic Gaussians onto moving pixels that no splat "
                            "covers (objects that jump farther than their size), at a constant Gaussian count "
                            "(dynamic/respawn.py). Off by default: on 150 basketball frames it left moving-pixel PSNR "
