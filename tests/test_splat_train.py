@@ -81,7 +81,10 @@ def test_training_raises_held_out_psnr(tiny_scene: Scene, tmp_path: Path) -> Non
     assert len(cams) == len(tiny_scene.cameras) and np.allclose(cams[0]["position"], tiny_scene.cameras[0].center)
     # progress: training steps with metrics, then checkpoints at 60 and 120
     steps = [e.step for e in events if "loss" in e.metrics]
-    assert steps == list(range(20, 121, 20)) and all(e.stage == "training" for e in events)
+    # Every log_every steps; the trainer also reports after 2 s without a report (a loaded CI machine can take that
+    # long for 20 tiny steps), so extra steps may appear in between, in order.
+    assert set(range(20, 121, 20)) <= set(steps) and steps == sorted(set(steps)) and steps[-1] == 120
+    assert all(e.stage == "training" for e in events)
     assert [Path(e.checkpoint).name for e in events if e.checkpoint] == ["iteration_60", "iteration_120"]
     assert all(e.metrics["num_gaussians"] == N_POINTS and e.metrics["it_per_s"] > 0 for e in events if "loss" in e.metrics)
 
